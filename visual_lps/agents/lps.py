@@ -1,0 +1,95 @@
+"""Latent Policy Steering (LPS).
+
+Three parts, trained together from step 0 on one shared encoder:
+- MeanFlow prior g(s, z): behaviour cloning of action chunks, one-step sampling from the noise sphere;
+- action-space critic Q(s, a): chunked TD with the full LPS policy in the target;
+- latent actor pi(z|s): maximises Q(s, g(s, pi(s))), its gradient flowing through the differentiable prior.
+The prior keeps every action it decodes inside the data's support, so no behaviour-constraint weight is tuned.
+
+Gradient routing (what each loss may update):
+- critic loss  -> critic and encoder;
+- prior loss   -> prior and encoder;
+- actor loss   -> latent actor only: it sees detached features and calls prior and critic with frozen
+  parameters, so the Q-gradient passes *through* them without changing them.
+The TD target uses the target critic on the online encoder's features of s_{t+h}, without gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from visual_lps.agents.base import ActorCriticConfig, Batch, ChunkedActorCritic, frozen_call
+from visual_lps.latent_actor import LatentActor
+from visual_lps.meanflow import MeanFlowPrior
+from visual_lps.sphere import sample_sphere
+
+
+@dataclass
+class LPSConfig(ActorCriticConfig):
+    """LPS defaults (state OGBench), from the paper and its public reference code."""
+
+    prior_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """hidden widths of the MeanFlow prior MLP (GELU)"""
+    actor_hidden_dims: tuple[int, ...] = (256, 256)
+    """hidden widths of the latent actor MLP"""
+    t_mean: float = -0.4
+    """mean of the logit-normal distribution of the MeanFlow times t, r"""
+    t_std: float = 1.0
+    """standard deviation of the logit-normal distribution of t, r"""
+    flow_ratio: float = 0.75
+    """fraction of each batch trained with r = t (plain flow matching)"""
+    adaptive_loss_power: float = 0.5
+    """power p of the adaptive loss weight 1 / (err^2 + c)^p"""
+    adaptive_loss_eps: float = 1e-3
+    """constant c of the adaptive loss weight"""
+
+
+class LPSAgent(ChunkedActorCritic):
+    """LPS: MeanFlow prior + action critic + latent actor on one shared encoder."""
+
+    def __init__(self, config: LPSConfig, obs_shape: tuple[int, ...], action_dim: int):
+        super().__init__(config, obs_shape, action_dim)
+        feature_dim = self.encoder.feature_dim
+        self.prior = MeanFlowPrior(
+            feature_dim,
+            self.chunk_dim,
+            config.prior_hidden_dims,
+            t_mean=config.t_mean,
+            t_std=config.t_std,
+            flow_ratio=config.flow_ratio,
+            loss_power=config.adaptive_loss_power,
+            loss_eps=config.adaptive_loss_eps,
+        )
+        self.actor = LatentActor(feature_dim, self.chunk_dim, config.actor_hidden_dims)
+
+    def policy(self, features: torch.Tensor) -> torch.Tensor:
+        return self.prior.sample(features, self.actor(features))
+
+    @torch.no_grad()
+    def act_prior(self, observations: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prior alone (flow BC) from uniform noise on the sphere: what LPS steers away from."""
+        features = self.encoder(observations)
+        noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
+        return self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim)
+
+    def actor_loss(self, features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor's parameters receive gradient."""
+        features = features.detach()
+        z = self.actor(features)
+        ones = features.new_ones(features.shape[0], 1)
+        actions = frozen_call(self.prior, features, z, ones, torch.zeros_like(ones)).clamp(-1.0, 1.0)
+        q = frozen_call(self.critic, features, actions)
+        loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+        return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        features = self.encoder(batch["observations"])
+        with torch.no_grad():
+            next_features = self.encoder(batch["next_observations"])
+            next_actions = self.policy(next_features)
+        critic_loss, metrics = self.critic_loss(features, next_features, batch, next_actions)
+        prior_loss, prior_metrics = self.prior.loss(features, batch["actions"].flatten(1))
+        actor_loss, actor_metrics = self.actor_loss(features)
+        return critic_loss + prior_loss + actor_loss, metrics | prior_metrics | actor_metrics

@@ -1,0 +1,134 @@
+"""Run configuration: typed dataclasses, layered as defaults < configs/<family>.yaml < command-line flags.
+
+Every field of `TrainConfig` and of the agent's config is a flag (`--batch-size 128`, `--horizon 10`,
+`--prior-hidden-dims 256,256`), with the field's docstring as its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """What to train on, for how long, and where the run goes."""
+
+    task: str = "cube-single"
+    """task to train: cube-single, cube-double, scene, puzzle-3x3, puzzle-4x4"""
+    task_id: int = 1
+    """OGBench single-task id (1..5) the rewards are relabelled for and evaluation runs"""
+    agent: str = "lps"
+    """agent to train (visual_lps.agents.AGENTS)"""
+    dataset: str | None = None
+    """path of a dataset file; default: <dataset-dir>/<task>-play-v0.npz"""
+    dataset_dir: str = "data/ogbench"
+    """folder searched for (or downloaded into) OGBench datasets"""
+    sparse: bool | None = None
+    """sparse rewards (-1 until solved, as the paper's '-sparse' variants); default per task"""
+    steps: int = 1_000_000
+    """total training steps (a resumed run continues up to this number)"""
+    batch_size: int = 256
+    """batch size per process (the global batch is this times the number of processes)"""
+    seed: int = 0
+    """seed of weights, sampling and evaluation"""
+    eval_every: int = 100_000
+    """evaluate every this many steps (and at the end)"""
+    eval_episodes: int = 50
+    """evaluation episodes; 0 turns evaluation off"""
+    log_every: int = 1_000
+    """write training scalars to TensorBoard every this many steps"""
+    save_every: int = 100_000
+    """write a checkpoint every this many steps (and at the end)"""
+    out: str | None = None
+    """run folder (config, TensorBoard logs, checkpoints); default runs/<task>-task<id>-<agent>-s<seed>"""
+    resume: bool = False
+    """continue the run in --out from its latest checkpoint"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field, including inherited ones."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(inspect.getsource(klass)).body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def _base_type(annotation: Any) -> Any:
+    """int for `int | None`, tuple for `tuple[int, ...]`."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _parse_value(annotation: Any, text: str) -> Any:
+    kind = _base_type(annotation)
+    if typing.get_origin(kind) is tuple:
+        (item, _) = typing.get_args(kind)
+        return tuple(item(x) for x in text.split(",") if x.strip())
+    return kind(text)
+
+
+def coerce(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check that `values` (from YAML or a saved run) name fields of `cls`, and give them the field types."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {unknown} for {cls.__name__}; known: {sorted(hints)}")
+    out = {}
+    for key, value in values.items():
+        if value is not None and typing.get_origin(_base_type(hints[key])) is tuple:
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One flag per field, default None (unset), so that only flags given on the command line override."""
+    group = parser.add_argument_group(title)
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(
+                flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text,
+                type=lambda text, a=hints[f.name]: _parse_value(a, text),
+            )
+
+
+def load_yaml(path: Path) -> dict[str, dict[str, Any]]:
+    with open(path) as f:
+        content = yaml.safe_load(f) or {}
+    unknown = set(content) - {"train", "agent"}
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}; expected 'train' and 'agent'")
+    return {"train": content.get("train") or {}, "agent": content.get("agent") or {}}
+
+
+def save_run_config(path: Path, train: TrainConfig, agent: Any) -> None:
+    def plain(cfg: Any) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+    path.write_text(yaml.safe_dump({"train": plain(train), "agent": plain(agent)}, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets: OGBench generation and loading, and the chunked sampler every agent trains from."""

@@ -1,0 +1,91 @@
+"""Compact offline data and the sampler of action chunks.
+
+Data are held once, episode after episode, with no duplicated next observations: a chunk starting at row i
+uses actions i .. i+h-1, per-step rewards and masks i .. i+h-1 and bootstraps from the observation at i+h,
+all found by index arithmetic. A chunk never crosses an episode end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class OfflineData:
+    """Episode-contiguous arrays; `episode_ends[i]` is True on the last row of each episode.
+
+    The last row of an episode has an observation but no usable transition (its successor is not recorded),
+    as in OGBench's files.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    masks: np.ndarray
+    episode_ends: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.observations)
+        for name in ("actions", "rewards", "masks", "episode_ends"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"'{name}' has {len(getattr(self, name))} rows but 'observations' has {n}")
+
+    @property
+    def num_episodes(self) -> int:
+        return int(np.count_nonzero(self.episode_ends))
+
+
+def chunk_starts(episode_ends: np.ndarray, horizon: int) -> np.ndarray:
+    """Rows i whose chunk i .. i+h-1 and bootstrap observation i+h lie in i's episode."""
+    n = len(episode_ends)
+    ends = np.flatnonzero(episode_ends)
+    if len(ends) == 0 or ends[-1] != n - 1:
+        ends = np.append(ends, n - 1)  # an unterminated tail ends with the array
+    last_row = ends[np.searchsorted(ends, np.arange(n))]
+    return np.flatnonzero(np.arange(n) + horizon <= last_row)
+
+
+class ChunkSampler:
+    """Draws batches of chunks uniformly over valid starts, on `device`, from its own seeded generator.
+
+    Its state (the generator) is part of a checkpoint, so a resumed run draws the batches it would have drawn.
+    """
+
+    def __init__(self, data: OfflineData, horizon: int, device: torch.device | str, seed: int):
+        self.horizon = horizon
+        self.device = torch.device(device)
+        starts = chunk_starts(data.episode_ends, horizon)
+        if len(starts) == 0:
+            raise ValueError(f"no episode is longer than the chunk horizon {horizon}: nothing to train on")
+        self.starts = torch.as_tensor(starts, device=self.device)
+        self.observations = torch.as_tensor(data.observations, device=self.device)
+        self.actions = torch.as_tensor(data.actions, dtype=torch.float32, device=self.device)
+        self.rewards = torch.as_tensor(data.rewards, dtype=torch.float32, device=self.device)
+        self.masks = torch.as_tensor(data.masks, dtype=torch.float32, device=self.device)
+        self.offsets = torch.arange(horizon, device=self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        pick = torch.randint(len(self.starts), (batch_size,), device=self.device, generator=self.generator)
+        idx = self.starts[pick]
+        steps = idx[:, None] + self.offsets
+        return {
+            "observations": self.observations[idx],
+            "actions": self.actions[steps],
+            "rewards": self.rewards[steps],
+            "masks": self.masks[steps],
+            "next_observations": self.observations[idx + self.horizon],
+        }
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,85 @@
+"""Loading OGBench single-task data: find the file (or let ogbench download it), relabel rewards for the task.
+
+Files are read in compact form: each observation is held once and next observations are found by index
+(see `visual_lps.data.chunks`), so a 1M-transition dataset costs its raw size, not twice that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from visual_lps.data.chunks import OfflineData
+from visual_lps.tasks import OGBenchTask
+
+REQUIRED_KEYS = ("observations", "actions", "terminals", "qpos")
+
+
+def generate_command(dataset_name: str, dataset_dir: str | Path) -> str:
+    return f"python tools/generate_ogbench.py --env {dataset_name} --episodes 1000 --out {dataset_dir}"
+
+
+def find_dataset(dataset_name: str, dataset_dir: str | Path, download: bool = True) -> Path:
+    """`<dataset_dir>/<dataset_name>.npz`, downloading it with ogbench where it is missing and the internet is
+    reachable; otherwise an error that says which command generates it."""
+    dataset_dir = Path(dataset_dir).expanduser()
+    path = dataset_dir / f"{dataset_name}.npz"
+    if path.exists():
+        return path
+    problem = "it is not there"
+    if download:
+        import ogbench
+
+        try:
+            ogbench.download_datasets([dataset_name], str(dataset_dir))
+        except OSError as e:  # URLError and socket errors: no internet here
+            problem = f"downloading it failed ({e})"
+        if path.exists():
+            return path
+    raise FileNotFoundError(
+        f"dataset {dataset_name!r} not found at {path}: {problem}. Generate it locally with:\n"
+        f"  {generate_command(dataset_name, dataset_dir)}"
+    )
+
+
+def load_ogbench_task_data(path: str | Path, task: OGBenchTask, task_id: int, sparse: bool) -> OfflineData:
+    """Read an ogbench .npz file and relabel it with the rewards and masks of `task` / `task_id`."""
+    import gymnasium
+    from ogbench.relabel_utils import relabel_dataset
+
+    import ogbench.manipspace  # noqa: F401  (registers the environments)
+
+    path = Path(path)
+    try:
+        with np.load(path) as file:
+            missing = [k for k in REQUIRED_KEYS if k not in file]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing}; an OGBench dataset has {list(REQUIRED_KEYS)}")
+            arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file}
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz dataset ({e})") from e
+    if "puzzle" in task.env_base or "scene" in task.env_base:
+        if "button_states" not in arrays:
+            raise ValueError(f"{path}: missing key 'button_states', needed to label {task.name} rewards")
+    observations = arrays["observations"]
+    if observations.dtype != np.uint8:
+        observations = observations.astype(np.float32, copy=False)
+    for key in ("observations", "actions"):
+        if np.issubdtype(arrays[key].dtype, np.floating) and not np.isfinite(arrays[key]).all():
+            raise ValueError(f"{path}: '{key}' contains NaN or inf")
+
+    env = gymnasium.make(task.eval_env_name(task_id))
+    labels = {k: arrays[k] for k in ("qpos", "button_states") if k in arrays}
+    relabel_dataset(task.eval_env_name(task_id), env, labels)
+    env.close()
+    rewards = labels["rewards"]
+    if sparse:
+        rewards = -(rewards != 0).astype(np.float32)
+    return OfflineData(
+        observations=observations,
+        actions=arrays["actions"].astype(np.float32, copy=False),
+        rewards=rewards.astype(np.float32),
+        masks=labels["masks"].astype(np.float32),
+        episode_ends=arrays["terminals"].astype(bool),
+    )

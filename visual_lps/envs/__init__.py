@@ -1,0 +1,1 @@
+"""Environments agents are evaluated in."""

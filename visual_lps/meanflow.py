@@ -1,0 +1,90 @@
+"""The MeanFlow prior: a one-step generative policy over action chunks, trained by behaviour cloning.
+
+Path z_t = (1 - t) x + t eps (t = 0 data, t = 1 noise), velocity v = eps - x. The network g(s, z_t, t, t - r)
+is read as g = z_t - u with u the average velocity over [r, t], so g(s, eps, 1, 1) is the action itself:
+sampling is one network call, and the call is differentiable, which is what lets LPS steer it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from visual_lps.mlp import MLP
+from visual_lps.sphere import sample_sphere
+
+
+class MeanFlowPrior(nn.Module):
+    """g(s, z, t, t - r) -> action chunk (flattened, dimension `action_dim`), an MLP on the concatenation."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        action_dim: int,
+        hidden_dims: Sequence[int] = (512, 512, 512, 512),
+        t_mean: float = -0.4,
+        t_std: float = 1.0,
+        flow_ratio: float = 0.75,
+        loss_power: float = 0.5,
+        loss_eps: float = 1e-3,
+    ):
+        super().__init__()
+        self.action_dim = action_dim
+        self.t_mean, self.t_std = t_mean, t_std
+        self.flow_ratio = flow_ratio
+        self.loss_power, self.loss_eps = loss_power, loss_eps
+        self.net = MLP(feature_dim + action_dim + 2, hidden_dims, action_dim)
+
+    def forward(self, features: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """g(s, z_t, t, t - r); t and r have shape (B, 1)."""
+        return self.net(torch.cat([features, z, t, t - r], dim=-1))
+
+    def sample(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One-step sampling: the action chunk for noise (or a steered latent) on the sphere, clipped to [-1, 1]."""
+        ones = features.new_ones(features.shape[0], 1)
+        return self(features, noise, ones, torch.zeros_like(ones)).clamp(-1.0, 1.0)
+
+    def sample_t_r(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None):
+        """Two logit-normal times sorted so r <= t; the first `flow_ratio` of the batch has r = t."""
+        times = torch.sigmoid(
+            torch.randn(batch_size, 2, device=device, generator=generator) * self.t_std + self.t_mean
+        )
+        t, r = times.max(dim=1, keepdim=True).values, times.min(dim=1, keepdim=True).values
+        num_flow = int(self.flow_ratio * batch_size)
+        r = torch.cat([t[:num_flow], r[num_flow:]])
+        return t, r, num_flow
+
+    def loss(
+        self,
+        features: torch.Tensor,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MeanFlow behaviour-cloning loss with adaptive weighting; actions are flattened chunks in [-1, 1]."""
+        batch_size = actions.shape[0]
+        eps = sample_sphere(batch_size, self.action_dim, device=actions.device, generator=generator)
+        t, r, num_flow = self.sample_t_r(batch_size, actions.device, generator)
+        z_t = (1.0 - t) * actions + t * eps
+        v = eps - actions
+
+        g = self(features, z_t, t, r)
+        u = z_t - g
+        # MeanFlow identity u = v - (t - r) du/dt. Rows with r = t reduce to flow matching (target v), so the
+        # forward-mode derivative is only needed for the remaining rows.
+        u_target = v.clone()
+        if num_flow < batch_size:
+            with torch.no_grad():
+                feats, z_m, t_m, r_m, v_m = (x[num_flow:] for x in (features, z_t, t, r, v))
+                _, dg = torch.func.jvp(
+                    lambda z_, t_, r_: self(feats, z_, t_, r_),
+                    (z_m, t_m, r_m),
+                    (v_m, torch.ones_like(t_m), torch.zeros_like(r_m)),  # dz/dt = v, dt/dt = 1, dr/dt = 0
+                )
+                du_dt = v_m - dg
+                u_target[num_flow:] = v_m - (t_m - r_m).clamp(0.0, 1.0) * du_dt
+        err = (u - u_target).pow(2).mean(dim=-1)
+        weight = (err.detach() + self.loss_eps).pow(-self.loss_power)
+        loss = (weight * err).mean()
+        return loss, {"prior/loss": loss.detach(), "prior/mse": err.detach().mean()}

@@ -1,0 +1,238 @@
+"""The training loop: data, agent and optimiser prepared by Accelerate, periodic evaluation, logging,
+checkpoints that hold everything needed to resume.
+
+Single process (`python train.py`) and `accelerate launch train.py` run the same code. Each process draws
+its own batches (`--batch-size` is per process) from its own seeded sampler; evaluation, logging and
+checkpoint files are the main process's job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from visual_lps.agents import AGENTS
+from visual_lps.config import (
+    TrainConfig,
+    add_dataclass_flags,
+    coerce,
+    load_yaml,
+    save_run_config,
+)
+from visual_lps.data.chunks import ChunkSampler
+from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
+from visual_lps.tasks import get_task
+
+CHECKPOINT_PREFIX = "step_"
+
+
+def default_out(train: TrainConfig) -> str:
+    return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
+    """Defaults < configs/<family>.yaml (or the saved config of a resumed run) < flags given."""
+    parser = argparse.ArgumentParser(description="Train an agent (LPS by default) on an OGBench task.")
+    add_dataclass_flags(parser, TrainConfig, "training")
+    agent_config_classes = {cfg for cfg, _ in AGENTS.values()}
+    agent_fields: dict[str, type] = {}
+    for cfg_cls in agent_config_classes:
+        for f in fields(cfg_cls):
+            agent_fields.setdefault(f.name, cfg_cls)
+    for cfg_cls in agent_config_classes:
+        add_dataclass_flags(parser, cfg_cls, f"agent ({cfg_cls.__name__})")
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    train_names = {f.name for f in fields(TrainConfig)}
+    train_given = {k: v for k, v in given.items() if k in train_names}
+    agent_given = {k: v for k, v in given.items() if k not in train_names}
+
+    if train_given.get("resume"):
+        probe = TrainConfig(**train_given)
+        out = Path(probe.out or default_out(probe))
+        saved = out / "config.yaml"
+        if not saved.exists():
+            raise SystemExit(f"error: --resume: no run to resume at {out} ({saved} is missing)")
+        base = load_yaml(saved)
+        base["train"]["out"] = str(out)
+    else:
+        task = get_task(train_given.get("task", TrainConfig.task))
+        base = load_yaml(task.config_path)
+    train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
+    get_task(train.task)
+    if train.agent not in AGENTS:
+        raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
+    agent_cls = AGENTS[train.agent][0]
+    foreign = sorted(k for k in agent_given if k not in {f.name for f in fields(agent_cls)})
+    if foreign:
+        raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
+    agent = agent_cls(**(coerce(agent_cls, base["agent"], "config") | agent_given))
+    if train.out is None:
+        train.out = default_out(train)
+    return train, agent
+
+
+@dataclass
+class TrainingProgress:
+    """The step counter, checkpointed with the run."""
+
+    step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
+    """Accelerate's save_state into a temporary folder, renamed when complete: a killed write leaves the
+    previous checkpoints as they were."""
+    final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
+        shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def make_policy(agent: torch.nn.Module, device: torch.device):
+    """observation (numpy) -> action chunk (numpy, (h, action_dim)) with the agent's act()."""
+
+    def policy(observation: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(observation, device=device).unsqueeze(0)
+        return agent.act(obs)[0].cpu().numpy()
+
+    return policy
+
+
+def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
+    """Train, evaluate and checkpoint; returns the last evaluation's metrics (main process)."""
+    import yaml
+    from torch.utils.tensorboard import SummaryWriter
+
+    from visual_lps.envs.ogbench_env import evaluate, make_eval_env
+
+    accelerator = Accelerator()
+    run_dir = Path(train_cfg.out)
+    task = get_task(train_cfg.task)
+    sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
+
+    with accelerator.main_process_first():
+        path = Path(train_cfg.dataset) if train_cfg.dataset else find_dataset(task.dataset_name, train_cfg.dataset_dir)
+        if not path.exists():
+            raise FileNotFoundError(f"--dataset {path}: no such file")
+    data = load_ogbench_task_data(path, task, train_cfg.task_id, sparse)
+
+    torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
+    obs_shape, action_dim = tuple(data.observations.shape[1:]), int(data.actions.shape[1])
+    agent_cls = AGENTS[train_cfg.agent][1]
+    agent = agent_cls(agent_cfg, obs_shape, action_dim)
+    params = [p for p in agent.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
+    agent, optimizer = accelerator.prepare(agent, optimizer)
+    core = accelerator.unwrap_model(agent)
+    sampler = ChunkSampler(
+        data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index
+    )
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress, sampler)
+
+    if train_cfg.resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is None:
+            raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds no checkpoint")
+        accelerator.load_state(str(ckpt))
+        accelerator.print(f"resumed from {ckpt} at step {progress.step}")
+
+    writer = None
+    eval_env = None
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
+        spec = {"obs_shape": list(obs_shape), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}
+        (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        writer = SummaryWriter(str(run_dir / "tb"))
+        if train_cfg.eval_episodes > 0:
+            eval_env = make_eval_env(task.eval_env_name(train_cfg.task_id))
+        accelerator.print(
+            f"training {train_cfg.agent} on {task.name} task{train_cfg.task_id} "
+            f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
+        )
+
+    def run_eval(step: int) -> dict[str, float]:
+        core.eval()
+        result = evaluate(
+            make_policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
+            seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
+        )
+        core.train()
+        metrics = {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, step)
+        writer.flush()
+        tqdm.write(f"step {step}: success rate {result.success_rate:.2%} over {train_cfg.eval_episodes} episodes")
+        return metrics
+
+    last_eval: dict[str, float] = {}
+    bar = tqdm(
+        total=train_cfg.steps, initial=progress.step, desc="training", unit="step",
+        disable=not (accelerator.is_main_process and train_cfg.progress), dynamic_ncols=True,
+    )
+    tick, tick_step = time.time(), progress.step
+    while progress.step < train_cfg.steps:
+        batch = sampler.sample(train_cfg.batch_size)
+        loss, metrics = agent(batch)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        core.update_targets()
+        progress.step += 1
+        step = progress.step
+        bar.update()
+
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+            values = {k: v.item() for k, v in metrics.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}; the run stops here")
+            if writer is not None:
+                now = time.time()
+                values["perf/steps_per_second"] = (step - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                for k, v in values.items():
+                    writer.add_scalar(k, v, step)
+                bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
+        if eval_env is not None and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
+            last_eval = run_eval(step)
+        if step % train_cfg.save_every == 0 or step == train_cfg.steps:
+            save_checkpoint(accelerator, run_dir, step)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return last_eval
