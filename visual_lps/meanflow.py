@@ -56,6 +56,22 @@ class MeanFlowPrior(nn.Module):
         r = torch.cat([t[:num_flow], r[num_flow:]])
         return t, r, num_flow
 
+    @torch.no_grad()
+    def target(
+        self, features: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """u_target = v - clip(t - r, 0, 1) du/dt, from the MeanFlow identity u = v - (t - r) du/dt.
+
+        du/dt is the total derivative along the path, by forward-mode autodiff of g at (z_t, t, r) with
+        tangents (v, 1, 0): z moves with v, t with 1, r stays. u = z_t - g, so du/dt = v - dg.
+        """
+        _, dg = torch.func.jvp(
+            lambda z_, t_, r_: self(features, z_, t_, r_),
+            (z_t, t, r),
+            (v, torch.ones_like(t), torch.zeros_like(r)),
+        )
+        return v - (t - r).clamp(0.0, 1.0) * (v - dg)
+
     def loss(
         self,
         features: torch.Tensor,
@@ -71,19 +87,11 @@ class MeanFlowPrior(nn.Module):
 
         g = self(features, z_t, t, r)
         u = z_t - g
-        # MeanFlow identity u = v - (t - r) du/dt. Rows with r = t reduce to flow matching (target v), so the
-        # forward-mode derivative is only needed for the remaining rows.
+        # Rows with r = t reduce to flow matching (target v): only the others need the forward-mode derivative.
         u_target = v.clone()
         if num_flow < batch_size:
-            with torch.no_grad():
-                feats, z_m, t_m, r_m, v_m = (x[num_flow:] for x in (features, z_t, t, r, v))
-                _, dg = torch.func.jvp(
-                    lambda z_, t_, r_: self(feats, z_, t_, r_),
-                    (z_m, t_m, r_m),
-                    (v_m, torch.ones_like(t_m), torch.zeros_like(r_m)),  # dz/dt = v, dt/dt = 1, dr/dt = 0
-                )
-                du_dt = v_m - dg
-                u_target[num_flow:] = v_m - (t_m - r_m).clamp(0.0, 1.0) * du_dt
+            rest = slice(num_flow, None)
+            u_target[rest] = self.target(features[rest], z_t[rest], t[rest], r[rest], v[rest])
         err = (u - u_target).pow(2).mean(dim=-1)
         weight = (err.detach() + self.loss_eps).pow(-self.loss_power)
         loss = (weight * err).mean()

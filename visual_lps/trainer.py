@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
+from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint
 from visual_lps.config import (
     TrainConfig,
     add_dataclass_flags,
@@ -32,9 +33,6 @@ from visual_lps.config import (
 from visual_lps.data.chunks import ChunkSampler
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.tasks import get_task
-
-CHECKPOINT_PREFIX = "step_"
-
 
 def default_out(train: TrainConfig) -> str:
     return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
@@ -94,11 +92,6 @@ class TrainingProgress:
         self.step = int(state["step"])
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
-    return ckpts[-1] if ckpts else None
-
-
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
     """Accelerate's save_state into a temporary folder, renamed when complete: a killed write leaves the
     previous checkpoints as they were."""
@@ -141,11 +134,17 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
     task = get_task(train_cfg.task)
     sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
 
-    with accelerator.main_process_first():
-        path = Path(train_cfg.dataset) if train_cfg.dataset else find_dataset(task.dataset_name, train_cfg.dataset_dir)
-        if not path.exists():
-            raise FileNotFoundError(f"--dataset {path}: no such file")
-    data = load_ogbench_task_data(path, task, train_cfg.task_id, sparse)
+    try:
+        with accelerator.main_process_first():
+            if train_cfg.dataset:
+                path = Path(train_cfg.dataset)
+                if not path.exists():
+                    raise FileNotFoundError(f"--dataset {path}: no such file")
+            else:
+                path = find_dataset(task.dataset_name, train_cfg.dataset_dir)
+        data = load_ogbench_task_data(path, task, train_cfg.task_id, sparse)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from e
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
     obs_shape, action_dim = tuple(data.observations.shape[1:]), int(data.actions.shape[1])

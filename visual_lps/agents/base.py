@@ -86,15 +86,19 @@ class ChunkedActorCritic(nn.Module):
         actions = self.policy(self.encoder(observations))
         return actions.view(-1, self.config.horizon, self.action_dim)
 
+    @torch.no_grad()
+    def td_target(self, batch: Batch, next_features: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:
+        """y = sum_k gamma^k r_k + gamma^h * prod_k mask_k * min_i Qbar_i(s_{t+h}, a')."""
+        chunk_reward = batch["rewards"] @ self.discounts
+        chunk_mask = batch["masks"].prod(dim=1)
+        next_q = self.target_critic(next_features, next_actions).min(dim=0).values
+        return chunk_reward + self.config.discount**self.config.horizon * chunk_mask * next_q
+
     def critic_loss(
         self, features: torch.Tensor, next_features: torch.Tensor, batch: Batch, next_actions: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Chunked TD: y = sum_k gamma^k r_k + gamma^h * prod_k mask_k * min_i Qbar_i(s_{t+h}, a')."""
-        with torch.no_grad():
-            chunk_reward = batch["rewards"] @ self.discounts
-            chunk_mask = batch["masks"].prod(dim=1)
-            next_q = self.target_critic(next_features, next_actions).min(dim=0).values
-            target = chunk_reward + self.config.discount**self.config.horizon * chunk_mask * next_q
+        """Mean over members and batch of (Q_i(s, a) - y)^2."""
+        target = self.td_target(batch, next_features, next_actions)
         q = self.critic(features, batch["actions"].flatten(1))
         loss = (q - target).pow(2).mean()
         return loss, {

@@ -29,12 +29,18 @@ def find_dataset(dataset_name: str, dataset_dir: str | Path, download: bool = Tr
         return path
     problem = "it is not there"
     if download:
+        import socket
+
         import ogbench
 
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(60)  # a closed network must fail, not hang
         try:
             ogbench.download_datasets([dataset_name], str(dataset_dir))
         except OSError as e:  # URLError and socket errors: no internet here
             problem = f"downloading it failed ({e})"
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
         if path.exists():
             return path
     raise FileNotFoundError(
@@ -52,13 +58,16 @@ def load_ogbench_task_data(path: str | Path, task: OGBenchTask, task_id: int, sp
 
     path = Path(path)
     try:
-        with np.load(path) as file:
-            missing = [k for k in REQUIRED_KEYS if k not in file]
-            if missing:
-                raise ValueError(f"{path}: missing key(s) {missing}; an OGBench dataset has {list(REQUIRED_KEYS)}")
-            arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file}
-    except (OSError, EOFError) as e:
+        file = np.load(path)
+        if not isinstance(file, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+    except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npz dataset ({e})") from e
+    with file:
+        missing = [k for k in REQUIRED_KEYS if k not in file]
+        if missing:
+            raise ValueError(f"{path}: missing key(s) {missing}; an OGBench dataset has {list(REQUIRED_KEYS)}")
+        arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file}
     if "puzzle" in task.env_base or "scene" in task.env_base:
         if "button_states" not in arrays:
             raise ValueError(f"{path}: missing key 'button_states', needed to label {task.name} rewards")

@@ -1,0 +1,137 @@
+import numpy as np
+import torch
+
+from visual_lps.agents.lps import LPSAgent, LPSConfig
+from visual_lps.data.chunks import ChunkSampler, OfflineData
+
+SMALL = dict(prior_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), actor_hidden_dims=(32,))
+
+
+def make_agent(**overrides) -> LPSAgent:
+    torch.manual_seed(0)
+    return LPSAgent(LPSConfig(**(SMALL | overrides)), obs_shape=(3,), action_dim=2)
+
+
+def random_batch(agent: LPSAgent, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    h, a = agent.config.horizon, agent.action_dim
+    return {
+        "observations": torch.randn(batch_size, 3),
+        "next_observations": torch.randn(batch_size, 3),
+        "actions": torch.rand(batch_size, h, a) * 2 - 1,
+        "rewards": -torch.rand(batch_size, h),
+        "masks": torch.ones(batch_size, h),
+    }
+
+
+def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
+    return [p.grad for p in module.parameters()]
+
+
+def test_actor_loss_updates_the_actor_and_nothing_else():
+    agent = make_agent()
+    features = agent.encoder(torch.randn(16, 3)).requires_grad_(True)
+    loss, _ = agent.actor_loss(features)
+    loss.backward()
+    assert all(g is not None and g.abs().sum() > 0 for g in grads(agent.actor))
+    for part in (agent.prior, agent.critic, agent.target_critic):
+        assert all(g is None for g in grads(part))
+    assert features.grad is None  # the shared encoder is not updated by the actor loss
+
+
+def test_each_loss_of_the_objective_reaches_only_its_own_network():
+    agent = make_agent()
+    batch = random_batch(agent)
+    features = agent.encoder(batch["observations"])
+    next_actions = agent.policy(agent.encoder(batch["next_observations"])).detach()
+    critic_loss, _ = agent.critic_loss(features, features, batch, next_actions)
+    critic_loss.backward()
+    assert all(g is None for g in grads(agent.actor) + grads(agent.prior) + grads(agent.target_critic))
+    agent.zero_grad(set_to_none=True)
+    prior_loss, _ = agent.prior.loss(features, batch["actions"].flatten(1))
+    prior_loss.backward()
+    assert all(g is None for g in grads(agent.actor) + grads(agent.critic))
+
+
+def test_full_objective_gives_every_trainable_parameter_a_gradient():
+    agent = make_agent()
+    loss, metrics = agent(random_batch(agent))
+    loss.backward()
+    trainable = [p for p in agent.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+    assert all(not p.requires_grad for p in agent.target_critic.parameters())
+    assert {"critic/loss", "prior/loss", "actor/loss", "actor/z_norm"} <= set(metrics)
+    assert torch.isclose(metrics["actor/z_norm"], torch.tensor(1.0))
+
+
+class FixedEnsemble(torch.nn.Module):
+    def __init__(self, values: torch.Tensor):
+        super().__init__()
+        self.values = values
+
+    def forward(self, features, actions):
+        return self.values
+
+
+def test_td_target_takes_min_over_target_ensemble_and_discounts_by_gamma_h():
+    agent = make_agent(horizon=3, discount=0.9)
+    agent.target_critic = FixedEnsemble(torch.tensor([[1.0, 5.0, -2.0], [3.0, 2.0, -4.0]]))
+    batch = {
+        "rewards": torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 2.0], [-1.0, 0.0, 0.0]]),
+        "masks": torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
+    }
+    y = agent.td_target(batch, torch.zeros(3, 3), torch.zeros(3, 6))
+    expected = torch.tensor([1 + 0.9 + 0.81 + 0.729 * 1.0, 0.81 * 2 + 0.729 * 2.0, -1.0])
+    assert torch.allclose(y, expected)
+
+
+def test_polyak_moves_target_by_tau():
+    agent = make_agent(tau=0.25)
+    with torch.no_grad():
+        for p in agent.critic.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in agent.target_critic.parameters()]
+    agent.update_targets()
+    for b, t, c in zip(before, agent.target_critic.parameters(), agent.critic.parameters()):
+        assert torch.allclose(t, b + 0.25 * (c - b))
+
+
+def two_mode_bandit(episodes: int = 512, seed: int = 0) -> OfflineData:
+    """One-step episodes from a constant state: half the 2-D actions near (-0.5, -0.5) paying 0, half near
+    (+0.5, +0.5) paying 1. (2-D because the noise sphere of a 1-D action is just {-1, +1}.)"""
+    rng = np.random.default_rng(seed)
+    good = rng.random(episodes) < 0.5
+    first = np.where(good, 0.5, -0.5)[:, None] + rng.normal(0, 0.05, (episodes, 2))
+    actions = np.stack([first, np.zeros((episodes, 2))], axis=1).reshape(-1, 2).astype(np.float32)
+    rewards = np.stack([good, np.zeros(episodes)], axis=1).reshape(-1).astype(np.float32)
+    return OfflineData(
+        observations=np.ones((2 * episodes, 1), np.float32),
+        actions=actions,
+        rewards=rewards,
+        masks=np.zeros(2 * episodes, np.float32),  # terminal after one step: nothing to bootstrap
+        episode_ends=np.tile([False, True], episodes),
+    )
+
+
+def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_not():
+    torch.manual_seed(0)
+    config = LPSConfig(horizon=1, prior_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), actor_hidden_dims=(32,))
+    agent = LPSAgent(config, obs_shape=(1,), action_dim=2)
+    sampler = ChunkSampler(two_mode_bandit(), horizon=1, device="cpu", seed=0)
+    optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(STEPS):
+        loss, _ = agent(sampler.sample(256))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        agent.update_targets()
+
+    prior_actions = agent.act_prior(torch.ones(2000, 1), generator=torch.Generator().manual_seed(1)).view(-1, 2)
+    prior_good = (prior_actions.sum(-1) > 0).float().mean().item()
+    assert 0.3 < prior_good < 0.7, f"the prior should keep both modes, {prior_good:.0%} good"
+
+    # The latent actor is deterministic per state: one state, one chunk, which must lie in the good mode.
+    lps_action = agent.act(torch.ones(1, 1)).flatten()
+    assert (lps_action - 0.5).abs().max() < 0.2, f"LPS action {lps_action.tolist()} is not near (+0.5, +0.5)"
+
+
+STEPS = 400

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from visual_lps.data.chunks import ChunkSampler, OfflineData, chunk_starts
+
+
+def episodes_data(lengths: list[int]) -> OfflineData:
+    """Rows numbered 0..N-1 in observations and actions, so a batch shows exactly which rows it used."""
+    n = sum(lengths)
+    ends = np.zeros(n, bool)
+    ends[np.cumsum(lengths) - 1] = True
+    rows = np.arange(n, dtype=np.float32)
+    episode = np.repeat(np.arange(len(lengths)), lengths).astype(np.float32)
+    return OfflineData(
+        observations=np.stack([rows, episode], axis=1),
+        actions=rows[:, None],
+        rewards=rows.copy(),
+        masks=np.ones(n, np.float32),
+        episode_ends=ends,
+    )
+
+
+def test_chunk_starts_leave_room_for_the_chunk_and_its_bootstrap_observation():
+    ends = np.array([0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1], bool)  # episodes of 5, 3 and 6 rows
+    assert chunk_starts(ends, 2).tolist() == [0, 1, 2, 5, 8, 9, 10, 11]
+    assert chunk_starts(ends, 4).tolist() == [0, 8, 9]
+    assert chunk_starts(ends, 6).tolist() == []
+
+
+def test_unterminated_tail_counts_as_an_episode():
+    assert chunk_starts(np.array([0, 0, 1, 0, 0, 0], bool), 2).tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 5])
+def test_sampled_chunks_never_cross_an_episode_end(horizon):
+    data = episodes_data([7, 5, 12, 6, 9])
+    sampler = ChunkSampler(data, horizon=horizon, device="cpu", seed=0)
+    batch = sampler.sample(4096)
+    start = batch["observations"][:, 0]
+    episode = batch["observations"][:, 1]
+    assert torch.equal(batch["actions"][:, :, 0], start[:, None] + torch.arange(horizon))
+    assert torch.equal(batch["rewards"], start[:, None] + torch.arange(horizon))
+    assert torch.equal(batch["next_observations"][:, 0], start + horizon)
+    assert torch.equal(batch["next_observations"][:, 1], episode)  # the bootstrap state is in the same episode
+    assert len(torch.unique(start)) == len(chunk_starts(data.episode_ends, horizon))  # every start is drawn
+
+
+def test_sampler_resumes_its_random_stream():
+    data = episodes_data([20, 20])
+    a = ChunkSampler(data, 3, "cpu", seed=1)
+    a.sample(8)
+    state = a.state_dict()
+    expected = a.sample(8)["observations"]
+    b = ChunkSampler(data, 3, "cpu", seed=99)
+    b.load_state_dict(state)
+    assert torch.equal(b.sample(8)["observations"], expected)
+
+
+def test_mismatched_lengths_are_named():
+    with pytest.raises(ValueError, match="'actions' has 3 rows"):
+        OfflineData(np.zeros((4, 2)), np.zeros((3, 1)), np.zeros(4), np.zeros(4), np.zeros(4, bool))
+
+
+def test_episodes_shorter_than_the_horizon_give_a_clear_error():
+    with pytest.raises(ValueError, match="chunk horizon 5"):
+        ChunkSampler(episodes_data([3, 4]), horizon=5, device="cpu", seed=0)

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import numpy as np
+import ogbench
+import pytest
+
+from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
+from visual_lps.data.ogbench_generation import generate
+from visual_lps.tasks import get_task
+
+UPSTREAM_DTYPES = {"observations": np.float32, "actions": np.float32, "terminals": bool, "qpos": np.float32,
+                   "qvel": np.float32}
+
+
+def test_generator_writes_the_upstream_schema(tiny_cube_dir: Path):
+    for name, episodes in (("cube-single-play-v0", 3), ("cube-single-play-v0-val", 1)):
+        with np.load(tiny_cube_dir / f"{name}.npz") as f:
+            assert set(f.files) == set(UPSTREAM_DTYPES)
+            for key, dtype in UPSTREAM_DTYPES.items():
+                assert f[key].dtype == dtype, key
+                assert len(f[key]) == episodes * 60
+            assert f["observations"].shape[1] == 28 and f["actions"].shape[1] == 5
+            assert np.abs(f["actions"]).max() <= 1.0
+            assert np.flatnonzero(f["terminals"]).tolist() == [60 * (i + 1) - 1 for i in range(episodes)]
+    assert not list(tiny_cube_dir.glob("*.tmp"))
+
+
+def test_ogbench_own_loader_reads_generated_files(tiny_cube_dir: Path):
+    env, train, val = ogbench.make_env_and_datasets(
+        "cube-single-play-singletask-task1-v0", dataset_path=str(tiny_cube_dir / "cube-single-play-v0.npz")
+    )
+    assert train["observations"].shape == (3 * 59, 28)  # ogbench drops each episode's last row
+    assert set(np.unique(train["rewards"])) <= {-1.0, 0.0}
+    assert len(val["observations"]) == 59
+    env.close()
+
+
+def test_puzzle_generation_records_button_states_and_relabels(tmp_path: Path):
+    generate("puzzle-3x3-play-v0", tmp_path, episodes=1, seed=3, max_episode_steps=40, progress=False)
+    with np.load(tmp_path / "puzzle-3x3-play-v0.npz") as f:
+        assert f["button_states"].dtype == np.int64 and f["button_states"].shape == (40, 9)
+    data = load_ogbench_task_data(tmp_path / "puzzle-3x3-play-v0.npz", get_task("puzzle-3x3"), 1, sparse=True)
+    assert set(np.unique(data.rewards)) <= {-1.0, 0.0}
+    assert data.num_episodes == 1
+
+
+def test_generation_does_not_depend_on_worker_count(tmp_path: Path):
+    generate("cube-single-play-v0", tmp_path / "one", episodes=2, seed=5, max_episode_steps=20, progress=False)
+    generate("cube-single-play-v0", tmp_path / "two", episodes=2, seed=5, workers=2, max_episode_steps=20,
+             progress=False)
+    for name in ("cube-single-play-v0.npz", "cube-single-play-v0-val.npz"):
+        with np.load(tmp_path / "one" / name) as a, np.load(tmp_path / "two" / name) as b:
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_unknown_env_name_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown OGBench dataset 'cube-triple-play-v0'.*cube-single-play-v0"):
+        generate("cube-triple-play-v0", tmp_path, episodes=1)
+
+
+def test_missing_dataset_error_names_the_generate_command(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="tools/generate_ogbench.py --env scene-play-v0"):
+        find_dataset("scene-play-v0", tmp_path, download=False)
+
+
+def test_dense_rewards_relabelled_for_the_task(tiny_cube_dir: Path):
+    data = load_ogbench_task_data(tiny_cube_dir / "cube-single-play-v0.npz", get_task("cube-single"), 2, sparse=False)
+    assert data.observations.dtype == np.float32 and data.num_episodes == 3
+    assert set(np.unique(data.rewards)) <= {-1.0, 0.0}
+    assert np.array_equal(data.masks == 0, data.rewards == 0)  # solved states stop the bootstrap
+
+
+def test_corrupt_dataset_file_is_named(tmp_path: Path):
+    bad = tmp_path / "cube-single-play-v0.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match=str(bad)):
+        load_ogbench_task_data(bad, get_task("cube-single"), 1, sparse=False)

@@ -1,0 +1,69 @@
+"""Evaluate a trained agent in its OGBench single-task env; optionally write a video of the episodes.
+
+    python tools/evaluate.py --checkpoint runs/cube-single-task1-lps-s0 --episodes 50 --video eval.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def write_video_atomic(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """Encode to a temporary file beside `path`, then rename: no half-written video."""
+    import imageio.v2 as imageio
+
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="run folder (its latest checkpoint) or checkpoint folder")
+    parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes")
+    parser.add_argument("--task-id", type=int, default=None, help="evaluate on another task id than trained on")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    parser.add_argument("--video", type=Path, default=None, help="write the episodes to this video (.mp4)")
+    parser.add_argument("--video-size", type=int, default=256, help="video frame size in pixels")
+    parser.add_argument("--device", default="cpu", help="torch device to run the policy on")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from visual_lps.checkpoint import load_agent, resolve_checkpoint
+    from visual_lps.envs.ogbench_env import evaluate, make_eval_env
+    from visual_lps.tasks import get_task
+    from visual_lps.trainer import make_policy
+
+    if args.episodes < 1:
+        sys.exit("error: --episodes must be at least 1")
+    try:
+        ckpt = resolve_checkpoint(args.checkpoint)
+    except FileNotFoundError as e:
+        sys.exit(f"error: --checkpoint {e}")
+    agent, train_cfg, _, _ = load_agent(ckpt, args.device)
+    task_id = args.task_id or train_cfg.task_id
+    env_name = get_task(train_cfg.task).eval_env_name(task_id)
+    env = make_eval_env(env_name, render_size=args.video_size if args.video else None)
+    with torch.inference_mode():
+        result = evaluate(
+            make_policy(agent, torch.device(args.device)), env, args.episodes, seed=args.seed,
+            record_frames=args.video is not None, progress=True,
+        )
+    print(f"{ckpt}: {env_name}: success rate {result.success_rate:.2%} over {args.episodes} episodes "
+          f"(mean return {result.mean_return:.1f}, mean length {result.mean_length:.0f})")
+    if args.video is not None:
+        write_video_atomic(args.video, result.frames, fps=int(env.metadata.get("render_fps", 20)))
+        print(f"video: {args.video} ({len(result.frames)} frames)")
+
+
+if __name__ == "__main__":
+    main()
