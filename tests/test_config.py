@@ -49,3 +49,10 @@ def test_unknown_task_is_a_clear_error():
 def test_resume_without_a_run_is_a_clear_error(tmp_path: Path):
     with pytest.raises(SystemExit, match="no run to resume"):
         parse_args(["--resume", "--out", str(tmp_path / "nothing")])
+
+
+def test_out_of_range_flags_are_named():
+    with pytest.raises(SystemExit, match="--task-id 6"):
+        parse_args(["--task-id", "6"])
+    with pytest.raises(SystemExit, match="--batch-size 0"):
+        parse_args(["--batch-size", "0"])

@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
         base = load_yaml(task.config_path)
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
     get_task(train.task)
+    checks = {"task_id": 1 <= train.task_id <= 5, "steps": train.steps >= 1, "batch_size": train.batch_size >= 1,
+              "eval_every": train.eval_every >= 1, "eval_episodes": train.eval_episodes >= 0,
+              "log_every": train.log_every >= 1, "save_every": train.save_every >= 1}
+    for name, ok in checks.items():
+        if not ok:
+            flag = "--" + name.replace("_", "-")
+            raise SystemExit(f"error: {flag} {getattr(train, name)} is out of range (task id 1..5, counts positive)")
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent][0]

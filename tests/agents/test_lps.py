@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from visual_lps.agents.lps import LPSAgent, LPSConfig
@@ -135,7 +136,16 @@ def nearest_mode(actions: torch.Tensor) -> torch.Tensor:
     return torch.cdist(actions.view(-1, 2), torch.as_tensor(MODES)).argmin(dim=1)
 
 
-def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_not():
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_not(one_thread):
     data = three_mode_bandit(seed=0)
     agent = train_on_bandit(data, seed=0, steps=STEPS)
     prior_actions = agent.act_prior(torch.ones(3000, 1), generator=torch.Generator().manual_seed(1))
