@@ -99,12 +99,19 @@ def coerce(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One flag per field, default None (unset), so that only flags given on the command line override."""
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, title: str, skip: set[str] = frozenset()
+) -> set[str]:
+    """One flag per field (but those in `skip`, already added), default None (unset), so that only flags given
+    on the command line override. Returns the field names added."""
     group = parser.add_argument_group(title)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    added = set()
     for f in fields(cls):
+        if f.name in skip:
+            continue
+        added.add(f.name)
         flag = "--" + f.name.replace("_", "-")
         kind = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -116,6 +123,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) 
                 flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text,
                 type=lambda text, a=hints[f.name]: _parse_value(a, text),
             )
+    return added
 
 
 def load_yaml(path: Path) -> dict[str, dict[str, Any]]:

@@ -34,6 +34,7 @@ from visual_lps.data.chunks import ChunkSampler
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.tasks import get_task
 
+
 def default_out(train: TrainConfig) -> str:
     return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
 
@@ -41,14 +42,9 @@ def default_out(train: TrainConfig) -> str:
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     """Defaults < configs/<family>.yaml (or the saved config of a resumed run) < flags given."""
     parser = argparse.ArgumentParser(description="Train an agent (LPS by default) on an OGBench task.")
-    add_dataclass_flags(parser, TrainConfig, "training")
-    agent_config_classes = {cfg for cfg, _ in AGENTS.values()}
-    agent_fields: dict[str, type] = {}
-    for cfg_cls in agent_config_classes:
-        for f in fields(cfg_cls):
-            agent_fields.setdefault(f.name, cfg_cls)
-    for cfg_cls in agent_config_classes:
-        add_dataclass_flags(parser, cfg_cls, f"agent ({cfg_cls.__name__})")
+    flags = add_dataclass_flags(parser, TrainConfig, "training")
+    for cfg_cls in dict.fromkeys(cfg for cfg, _ in AGENTS.values()):
+        flags |= add_dataclass_flags(parser, cfg_cls, f"agent ({cfg_cls.__name__})", skip=flags)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     train_names = {f.name for f in fields(TrainConfig)}
     train_given = {k: v for k, v in given.items() if k in train_names}
