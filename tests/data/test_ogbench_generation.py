@@ -5,7 +5,7 @@ import ogbench
 import pytest
 
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
-from visual_lps.data.ogbench_generation import generate
+from visual_lps.data.ogbench_generation import _scene_is_healthy, generate
 from visual_lps.tasks import get_task
 
 UPSTREAM_DTYPES = {"observations": np.float32, "actions": np.float32, "terminals": bool, "qpos": np.float32,
@@ -42,6 +42,21 @@ def test_puzzle_generation_records_button_states_and_relabels(tmp_path: Path):
     data = load_ogbench_task_data(tmp_path / "puzzle-3x3-play-v0.npz", get_task("puzzle-3x3"), 1, sparse=True)
     assert set(np.unique(data.rewards)) <= {-1.0, 0.0}
     assert data.num_episodes == 1
+
+
+def test_scene_generation_and_health_check(tmp_path: Path):
+    generate("scene-play-v0", tmp_path, episodes=1, seed=1, max_episode_steps=40, progress=False)
+    with np.load(tmp_path / "scene-play-v0.npz") as f:
+        assert _scene_is_healthy(f["qpos"]) and f["button_states"].shape == (40, 2)
+    qpos = np.zeros((3, 30), np.float32)
+    qpos[:, 14:17] = [0.4, 0.0, 0.02]
+    assert _scene_is_healthy(qpos)
+    qpos[1, 15] = 0.3  # the cube went too far right
+    assert not _scene_is_healthy(qpos)
+    qpos[1, 15:17] = [-0.35, 0.07]  # far left, but inside the drawer
+    assert _scene_is_healthy(qpos)
+    qpos[1, 16] = 0.02  # far left on the table: out of view
+    assert not _scene_is_healthy(qpos)
 
 
 def test_generation_does_not_depend_on_worker_count(tmp_path: Path):
