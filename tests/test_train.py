@@ -50,3 +50,21 @@ def test_missing_dataset_fails_fast_with_the_generate_command(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "python tools/generate_ogbench.py --env puzzle-4x4-play-v0" in result.stderr
+
+
+def test_visual_task_trains_through_accelerate_and_evaluates_on_camera_frames(tmp_path: Path):
+    from visual_lps.data.ogbench_generation import generate
+
+    data_dir = tmp_path / "data"
+    generate("visual-cube-single-play-v0", data_dir, episodes=2, seed=0, max_episode_steps=25, progress=False)
+    out = tmp_path / "run"
+    run(str(BIN / "accelerate"), "launch", "train.py", "--task", "visual-cube", "--dataset-dir", str(data_dir),
+        "--out", str(out), *TINY_NETS, "--steps", "3", "--save-every", "3", "--log-every", "3",
+        "--eval-episodes", "0")
+    saved = (out / "config.yaml").read_text()
+    assert "encoder: impala_small" in saved and "frame_stack: 3" in saved
+    video = tmp_path / "visual.mp4"
+    evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(out), "--episodes", "1",
+                     "--max-episode-steps", "20", "--video", str(video))
+    assert "visual-cube-single-singletask-task1-v0" in evaluation.stdout
+    assert "(20 frames)" in evaluation.stdout and video.stat().st_size > 0

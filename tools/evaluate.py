@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-id", type=int, default=None, help="evaluate on another task id than trained on")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     parser.add_argument("--video", type=Path, default=None, help="write the episodes to this video (.mp4)")
-    parser.add_argument("--video-size", type=int, default=256, help="video frame size in pixels")
+    parser.add_argument("--video-size", type=int, default=256, help="video frame size of state tasks (pixels)")
+    parser.add_argument("--max-episode-steps", type=int, default=None, help="override the task's time limit")
     parser.add_argument("--device", default="cpu", help="torch device to run the policy on")
     args = parser.parse_args(argv)
 
@@ -49,14 +50,17 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = resolve_checkpoint(args.checkpoint)
     except FileNotFoundError as e:
         sys.exit(f"error: --checkpoint {e}")
-    agent, train_cfg, _, _ = load_agent(ckpt, args.device)
+    agent, train_cfg, agent_cfg, _ = load_agent(ckpt, args.device)
     task_id = args.task_id or train_cfg.task_id
     env_name = get_task(train_cfg.task).eval_env_name(task_id)
-    env = make_eval_env(env_name, render_size=args.video_size if args.video else None)
+    # A visual policy's video shows its own camera frames; a state policy's, the env's rendered view.
+    record = None if args.video is None else ("observation" if agent.encoder.is_image else "render")
+    env = make_eval_env(env_name, render_size=args.video_size if record == "render" else None,
+                        max_episode_steps=args.max_episode_steps)
     with torch.inference_mode():
         result = evaluate(
             make_policy(agent, torch.device(args.device)), env, args.episodes, seed=args.seed,
-            record_frames=args.video is not None, progress=True,
+            frame_stack=agent_cfg.frame_stack, record=record, progress=True,
         )
     print(f"{ckpt}: {env_name}: success rate {result.success_rate:.2%} over {args.episodes} episodes "
           f"(mean return {result.mean_return:.1f}, mean length {result.mean_length:.0f})")

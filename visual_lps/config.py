@@ -24,7 +24,8 @@ class TrainConfig:
     """What to train on, for how long, and where the run goes."""
 
     task: str = "cube-single"
-    """task to train: cube-single, cube-double, scene, puzzle-3x3, puzzle-4x4"""
+    """task to train: cube-single, cube-double, scene, puzzle-3x3, puzzle-4x4, or visual-<one of those>
+    (visual-cube = visual-cube-single)"""
     task_id: int = 1
     """OGBench single-task id (1..5) the rewards are relabelled for and evaluation runs"""
     agent: str = "lps"

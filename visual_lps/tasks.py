@@ -41,6 +41,12 @@ TASKS: dict[str, OGBenchTask] = {
         OGBenchTask("scene", "scene", "scene", sparse=True),
         OGBenchTask("puzzle-3x3", "puzzle-3x3", "puzzle", sparse=True),
         OGBenchTask("puzzle-4x4", "puzzle-4x4", "puzzle", sparse=False),
+        OGBenchTask("visual-cube", "visual-cube-single", "visual", sparse=False),
+        OGBenchTask("visual-cube-single", "visual-cube-single", "visual", sparse=False),
+        OGBenchTask("visual-cube-double", "visual-cube-double", "visual", sparse=False),
+        OGBenchTask("visual-scene", "visual-scene", "visual", sparse=True),
+        OGBenchTask("visual-puzzle-3x3", "visual-puzzle-3x3", "visual", sparse=True),
+        OGBenchTask("visual-puzzle-4x4", "visual-puzzle-4x4", "visual", sparse=False),
     ]
 }
 

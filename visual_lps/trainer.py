@@ -151,6 +151,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
     obs_shape, action_dim = tuple(data.observations.shape[1:]), int(data.actions.shape[1])
+    if agent_cfg.frame_stack > 1:
+        obs_shape = (agent_cfg.frame_stack, *obs_shape)
     agent_cls = AGENTS[train_cfg.agent][1]
     agent = agent_cls(agent_cfg, obs_shape, action_dim)
     params = [p for p in agent.parameters() if p.requires_grad]
@@ -158,7 +160,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
     agent, optimizer = accelerator.prepare(agent, optimizer)
     core = accelerator.unwrap_model(agent)
     sampler = ChunkSampler(
-        data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index
+        data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index,
+        frame_stack=agent_cfg.frame_stack,
     )
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress, sampler)
@@ -189,7 +192,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
         core.eval()
         result = evaluate(
             make_policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
-            seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
+            seed=train_cfg.seed * 100_000, frame_stack=agent_cfg.frame_stack, progress=train_cfg.progress,
         )
         core.train()
         metrics = {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}

@@ -30,7 +30,7 @@ def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
 
 def test_actor_loss_updates_the_actor_and_nothing_else():
     agent = make_agent()
-    features = agent.encoder(torch.randn(16, 3)).requires_grad_(True)
+    features = agent.encode(torch.randn(16, 3)).requires_grad_(True)
     loss, _ = agent.actor_loss(features)
     loss.backward()
     assert all(g is not None and g.abs().sum() > 0 for g in grads(agent.actor))
@@ -42,8 +42,8 @@ def test_actor_loss_updates_the_actor_and_nothing_else():
 def test_each_loss_of_the_objective_reaches_only_its_own_network():
     agent = make_agent()
     batch = random_batch(agent)
-    features = agent.encoder(batch["observations"])
-    next_actions = agent.policy(agent.encoder(batch["next_observations"])).detach()
+    features = agent.encode(batch["observations"])
+    next_actions = agent.policy(agent.encode(batch["next_observations"])).detach()
     critic_loss, _ = agent.critic_loss(features, features, batch, next_actions)
     critic_loss.backward()
     assert all(g is None for g in grads(agent.actor) + grads(agent.prior) + grads(agent.target_critic))
@@ -161,3 +161,27 @@ def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_n
 
 
 STEPS = 1000
+
+
+def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_actor_loss():
+    torch.manual_seed(0)
+    config = LPSConfig(encoder="impala_small", frame_stack=2, augment_prob=1.0, horizon=2, **SMALL)
+    agent = LPSAgent(config, obs_shape=(2, 16, 16, 3), action_dim=2)
+    frames = torch.randint(0, 256, (8, 2, 16, 16, 3), dtype=torch.uint8)
+    batch = {"observations": frames, "next_observations": frames.flip(0), "actions": torch.rand(8, 2, 2) * 2 - 1,
+             "rewards": -torch.ones(8, 2), "masks": torch.ones(8, 2)}
+    features, next_features = agent.encode_transition(batch)
+    assert features.requires_grad and not next_features.requires_grad  # TD targets never train the encoder
+
+    def encoder_grads_after(loss: torch.Tensor) -> list:
+        agent.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=True)
+        return [p.grad for p in agent.encoder.parameters()]
+
+    assert all(g is None for g in encoder_grads_after(agent.actor_loss(features)[0]))
+    next_actions = agent.policy(next_features).detach()
+    for loss in (agent.critic_loss(features, next_features, batch, next_actions)[0],
+                 agent.prior.loss(features, batch["actions"].flatten(1))[0]):
+        grads = encoder_grads_after(loss)
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert agent.act(frames[:3]).shape == (3, 2, 2)

@@ -65,3 +65,16 @@ def test_mismatched_lengths_are_named():
 def test_episodes_shorter_than_the_horizon_give_a_clear_error():
     with pytest.raises(ValueError, match="chunk horizon 5"):
         ChunkSampler(episodes_data([3, 4]), horizon=5, device="cpu", seed=0)
+
+
+def test_frame_stacks_repeat_the_first_frame_at_episode_starts_and_never_mix_episodes():
+    data = episodes_data([4, 6])  # rows 0..3 and 4..9
+    sampler = ChunkSampler(data, horizon=2, device="cpu", seed=0, frame_stack=3)
+    rows = sampler.stacked_observations(torch.tensor([0, 1, 2, 4, 5, 7]))[:, :, 0]
+    assert rows.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [4, 4, 4], [4, 4, 5], [5, 6, 7]]
+    batch = sampler.sample(512)
+    assert batch["observations"].shape == (512, 3, 2)
+    for key in ("observations", "next_observations"):
+        episode = batch[key][:, :, 1]
+        assert (episode == episode[:, :1]).all()  # one episode per stack
+    assert torch.equal(batch["next_observations"][:, -1, 0], batch["observations"][:, -1, 0] + 2)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from visual_lps.augmentations import RandomShift
 from visual_lps.critic import CriticEnsemble
 from visual_lps.encoders import build_encoder
 
@@ -34,7 +35,13 @@ class ActorCriticConfig:
     """Fields shared by every chunked actor-critic agent."""
 
     encoder: str = "flat"
-    """state encoder shared by all networks ('flat' for state observations)"""
+    """encoder shared by all networks: 'flat' (states), 'impala', 'impala_small' or 'timm:<name>' (images)"""
+    frame_stack: int = 1
+    """consecutive observations stacked as the state (the first repeated at episode starts)"""
+    augment_prob: float = 0.0
+    """probability that a batch of images is randomly shifted (0 turns augmentation off)"""
+    augment_pad: int = 3
+    """random-shift padding in pixels (border replicated)"""
     horizon: int = 5
     """action chunk length h: the policy outputs h actions, run open loop"""
     discount: float = 0.99
@@ -61,6 +68,8 @@ class ChunkedActorCritic(nn.Module):
         self.action_dim = action_dim
         self.chunk_dim = action_dim * config.horizon
         self.encoder = build_encoder(config.encoder, self.obs_shape)
+        use_augmentation = self.encoder.is_image and config.augment_prob > 0
+        self.augment = RandomShift(config.augment_pad, config.augment_prob) if use_augmentation else None
         feature_dim = self.encoder.feature_dim
         self.critic = CriticEnsemble(
             feature_dim,
@@ -80,10 +89,26 @@ class ChunkedActorCritic(nn.Module):
         """The agent's action chunk (B, chunk_dim) for state features; differentiable where the agent needs it."""
         raise NotImplementedError
 
+    def encode(self, observations: torch.Tensor) -> torch.Tensor:
+        """Features of stored observations (no augmentation)."""
+        return self.encoder(self.encoder.preprocess(observations))
+
+    def encode_transition(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of s_t (with gradient, for the losses that train the encoder) and of s_{t+h} (without:
+        they only feed the TD target). Both views share one random shift per transition."""
+        images = self.encoder.preprocess(batch["observations"])
+        next_images = self.encoder.preprocess(batch["next_observations"])
+        if self.augment is not None:
+            images, next_images = self.augment(images, next_images)
+        features = self.encoder(images)
+        with torch.no_grad():
+            next_features = self.encoder(next_images)
+        return features, next_features
+
     @torch.no_grad()
     def act(self, observations: torch.Tensor) -> torch.Tensor:
         """Action chunks (B, horizon, action_dim) for a batch of observations, for evaluation and deployment."""
-        actions = self.policy(self.encoder(observations))
+        actions = self.policy(self.encode(observations))
         return actions.view(-1, self.config.horizon, self.action_dim)
 
     @torch.no_grad()

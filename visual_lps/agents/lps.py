@@ -70,7 +70,7 @@ class LPSAgent(ChunkedActorCritic):
     @torch.no_grad()
     def act_prior(self, observations: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The prior alone (flow BC) from uniform noise on the sphere: what LPS steers away from."""
-        features = self.encoder(observations)
+        features = self.encode(observations)
         noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
         return self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim)
 
@@ -85,9 +85,8 @@ class LPSAgent(ChunkedActorCritic):
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        features = self.encoder(batch["observations"])
+        features, next_features = self.encode_transition(batch)
         with torch.no_grad():
-            next_features = self.encoder(batch["next_observations"])
             next_actions = self.policy(next_features)
         critic_loss, metrics = self.critic_loss(features, next_features, batch, next_actions)
         prior_loss, prior_metrics = self.prior.loss(features, batch["actions"].flatten(1))

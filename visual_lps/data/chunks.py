@@ -2,7 +2,8 @@
 
 Data are held once, episode after episode, with no duplicated next observations: a chunk starting at row i
 uses actions i .. i+h-1, per-step rewards and masks i .. i+h-1 and bootstraps from the observation at i+h,
-all found by index arithmetic. A chunk never crosses an episode end.
+all found by index arithmetic. A chunk never crosses an episode end. Frame stacks are index arithmetic
+too: the k rows ending at i, clamped to the first row of i's episode (repeating it at episode starts).
 """
 
 from __future__ import annotations
@@ -38,14 +39,21 @@ class OfflineData:
         return int(np.count_nonzero(self.episode_ends))
 
 
-def chunk_starts(episode_ends: np.ndarray, horizon: int) -> np.ndarray:
-    """Rows i whose chunk i .. i+h-1 and bootstrap observation i+h lie in i's episode."""
+def _episode_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row, last row) of each row's episode; an unterminated tail ends with the array."""
     n = len(episode_ends)
     ends = np.flatnonzero(episode_ends)
     if len(ends) == 0 or ends[-1] != n - 1:
-        ends = np.append(ends, n - 1)  # an unterminated tail ends with the array
-    last_row = ends[np.searchsorted(ends, np.arange(n))]
-    return np.flatnonzero(np.arange(n) + horizon <= last_row)
+        ends = np.append(ends, n - 1)
+    episode = np.searchsorted(ends, np.arange(n))
+    firsts = np.concatenate([[0], ends[:-1] + 1])
+    return firsts[episode], ends[episode]
+
+
+def chunk_starts(episode_ends: np.ndarray, horizon: int) -> np.ndarray:
+    """Rows i whose chunk i .. i+h-1 and bootstrap observation i+h lie in i's episode."""
+    _, last_row = _episode_bounds(episode_ends)
+    return np.flatnonzero(np.arange(len(episode_ends)) + horizon <= last_row)
 
 
 class ChunkSampler:
@@ -54,8 +62,13 @@ class ChunkSampler:
     Its state (the generator) is part of a checkpoint, so a resumed run draws the batches it would have drawn.
     """
 
-    def __init__(self, data: OfflineData, horizon: int, device: torch.device | str, seed: int):
+    def __init__(
+        self, data: OfflineData, horizon: int, device: torch.device | str, seed: int, frame_stack: int = 1
+    ):
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be at least 1, got {frame_stack}")
         self.horizon = horizon
+        self.frame_stack = frame_stack
         self.device = torch.device(device)
         starts = chunk_starts(data.episode_ends, horizon)
         if len(starts) == 0:
@@ -66,6 +79,8 @@ class ChunkSampler:
         self.rewards = torch.as_tensor(data.rewards, dtype=torch.float32, device=self.device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.float32, device=self.device)
         self.offsets = torch.arange(horizon, device=self.device)
+        self.stack_offsets = torch.arange(1 - frame_stack, 1, device=self.device)
+        self.episode_first = torch.as_tensor(_episode_bounds(data.episode_ends)[0], device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -77,12 +92,19 @@ class ChunkSampler:
         idx = self.starts[pick]
         steps = idx[:, None] + self.offsets
         return {
-            "observations": self.observations[idx],
+            "observations": self.stacked_observations(idx),
             "actions": self.actions[steps],
             "rewards": self.rewards[steps],
             "masks": self.masks[steps],
-            "next_observations": self.observations[idx + self.horizon],
+            "next_observations": self.stacked_observations(idx + self.horizon),
         }
+
+    def stacked_observations(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
+        if self.frame_stack == 1:
+            return self.observations[rows]
+        frames = torch.maximum(rows[:, None] + self.stack_offsets, self.episode_first[rows][:, None])
+        return self.observations[frames]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,11 +15,15 @@ ChunkPolicy = Callable[[np.ndarray], np.ndarray]
 """observation -> action chunk (h, action_dim)"""
 
 
-def make_eval_env(env_name: str, render_size: int | None = None) -> gymnasium.Env:
-    """The single-task env; with `render_size`, `env.render()` returns square RGB frames of that size."""
-    if render_size is None:
-        return gymnasium.make(env_name)
-    return gymnasium.make(env_name, render_mode="rgb_array", width=render_size, height=render_size)
+def make_eval_env(
+    env_name: str, render_size: int | None = None, max_episode_steps: int | None = None
+) -> gymnasium.Env:
+    """The single-task env; with `render_size`, `env.render()` returns square RGB frames of that size;
+    `max_episode_steps` overrides the task's time limit (shorter looks at a policy)."""
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    if render_size is not None:
+        kwargs |= {"render_mode": "rgb_array", "width": render_size, "height": render_size}
+    return gymnasium.make(env_name, **kwargs)
 
 
 @dataclass
@@ -34,25 +39,35 @@ def evaluate(
     env: gymnasium.Env,
     episodes: int,
     seed: int = 0,
-    record_frames: bool = False,
+    frame_stack: int = 1,
+    record: str | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends."""
+    """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends.
+
+    With `frame_stack` k > 1 the policy sees the last k observations (the first repeated at the start), as in
+    training. `record` keeps one frame per step: 'render' (the env's camera) or 'observation' (what the
+    policy saw).
+    """
     from tqdm import trange
 
     successes, returns, lengths, frames = [], [], [], []
     for episode in trange(episodes, desc="evaluating", unit="ep", disable=not progress, leave=False):
         ob, info = env.reset(seed=seed + episode)
+        history = deque([ob] * frame_stack, maxlen=frame_stack)
         done, total, length, queue = False, 0.0, 0, []
         while not done:
             if not queue:
-                queue = list(policy(ob))
+                queue = list(policy(np.stack(history) if frame_stack > 1 else ob))
             ob, reward, terminated, truncated, info = env.step(queue.pop(0))
+            history.append(ob)
             done = terminated or truncated
             total += float(reward)
             length += 1
-            if record_frames:
+            if record == "render":
                 frames.append(env.render())
+            elif record == "observation":
+                frames.append(ob)
         successes.append(float(info["success"]))
         returns.append(total)
         lengths.append(length)
