@@ -173,23 +173,37 @@ def generate(
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(episodes + num_val)]
     args = (env_name, max_episode_steps, noise, noise_smoothing)
     bar = tqdm(total=len(seeds), desc=f"generating {dataset_name}", unit="ep", disable=not progress)
-    results: list[dict[str, np.ndarray]] = []
+    # Episodes have a fixed length (no termination at the goal), so the outputs are allocated once and
+    # filled in place: peak memory stays near the raw size (12 GB for 1M 64x64 frames), never twice it.
+    splits = {"train": (0, episodes), "val": (episodes, episodes + num_val)}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
     if workers <= 1:
         collector = EpisodeCollector(*args)
-        for s in seeds:
-            results.append(collector.collect(s))
-            bar.update()
+        episode_stream = map(collector.collect, seeds)
+        pool = None
     else:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=args) as pool:
-            for episode in pool.imap(_collect_in_worker, seeds):
-                results.append(episode)
-                bar.update()
-    bar.close()
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=args)
+        episode_stream = pool.imap(_collect_in_worker, seeds)
+    try:
+        for k, episode in enumerate(episode_stream):
+            split, first = ("train", 0) if k < episodes else ("val", episodes)
+            if split not in arrays:
+                count = splits[split][1] - splits[split][0]
+                arrays[split] = {key: np.empty((count * max_episode_steps, *v.shape[1:]), v.dtype)
+                                 for key, v in episode.items()}
+            rows = slice((k - first) * max_episode_steps, (k - first + 1) * max_episode_steps)
+            for key, values in episode.items():
+                arrays[split][key][rows] = values
+            bar.update()
+    finally:
+        if pool is not None:
+            pool.terminate()
+        bar.close()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path = out_dir / f"{dataset_name}.npz"
     val_path = out_dir / f"{dataset_name}-val.npz"
-    for path, part in ((train_path, results[:episodes]), (val_path, results[episodes:])):
-        save_npz_atomic(path, {k: np.concatenate([ep[k] for ep in part]) for k in part[0]})
+    save_npz_atomic(train_path, arrays.pop("train"))
+    save_npz_atomic(val_path, arrays.pop("val"))
     return train_path, val_path
