@@ -36,7 +36,10 @@ def main() -> None:
     if not (data_dir / "cube-single-play-v0.npz").exists():
         run([sys.executable, "tools/generate_ogbench.py", "--env", "cube-single-play-v0", "--episodes",
              str(args.episodes), "--seed", "0", "--out", str(data_dir), "--workers", str(os.cpu_count() or 1)])
-    run([str(bin_dir / "accelerate"), "launch", "--num_processes", "1", "train.py", "--task", "cube-single",
+    # On a CPU, accelerate launch gives each process one thread unless told otherwise.
+    threads = str(os.cpu_count() or 1)
+    run([str(bin_dir / "accelerate"), "launch", "--num_processes", "1", "--num_cpu_threads_per_process", threads,
+         "train.py", "--task", "cube-single",
          "--dataset-dir", str(data_dir), "--steps", str(args.steps), "--eval-every", str(args.steps),
          "--eval-episodes", str(args.eval_episodes), "--save-every", str(args.steps), "--log-every", "100",
          "--out", args.out])
