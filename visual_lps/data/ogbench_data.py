@@ -52,9 +52,8 @@ def find_dataset(dataset_name: str, dataset_dir: str | Path, download: bool = Tr
 def load_ogbench_task_data(path: str | Path, task: OGBenchTask, task_id: int, sparse: bool) -> OfflineData:
     """Read an ogbench .npz file and relabel it with the rewards and masks of `task` / `task_id`."""
     import gymnasium
-    from ogbench.relabel_utils import relabel_dataset
-
     import ogbench.manipspace  # noqa: F401  (registers the environments)
+    from ogbench.relabel_utils import relabel_dataset
 
     path = Path(path)
     try:

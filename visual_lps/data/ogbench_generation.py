@@ -71,7 +71,6 @@ class EpisodeCollector:
 
     def __init__(self, env_name: str, max_episode_steps: int, noise: float, noise_smoothing: float):
         import gymnasium
-
         import ogbench.manipspace  # noqa: F401  (registers the environments)
 
         self.env_name = env_name

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import gymnasium
 import numpy as np
-
 import ogbench.manipspace  # noqa: F401  (registers the environments)
 
 ChunkPolicy = Callable[[np.ndarray], np.ndarray]
