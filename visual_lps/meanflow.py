@@ -41,10 +41,16 @@ class MeanFlowPrior(nn.Module):
         """g(s, z_t, t, t - r); t and r have shape (B, 1)."""
         return self.net(torch.cat([features, z, t, t - r], dim=-1))
 
-    def sample(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """One-step sampling: the action chunk for noise (or a steered latent) on the sphere, clipped to [-1, 1]."""
+    def sample(
+        self, features: torch.Tensor, noise: torch.Tensor, params: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """One-step sampling: the action chunk for noise (or a steered latent) on the sphere, clipped to [-1, 1].
+
+        With `params` (e.g. detached copies of this module's parameters) the call runs on those instead."""
         ones = features.new_ones(features.shape[0], 1)
-        return self(features, noise, ones, torch.zeros_like(ones)).clamp(-1.0, 1.0)
+        inputs = (features, noise, ones, torch.zeros_like(ones))
+        out = self(*inputs) if params is None else torch.func.functional_call(self, params, inputs)
+        return out.clamp(-1.0, 1.0)
 
     def sample_t_r(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None):
         """Two logit-normal times sorted so r <= t; the first `flow_ratio` of the batch has r = t."""

@@ -24,10 +24,14 @@ from visual_lps.encoders import build_encoder
 Batch = dict[str, torch.Tensor]
 
 
+def detached_params(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's parameters, detached: a call on them passes gradients to its inputs only."""
+    return {name: p.detach() for name, p in module.named_parameters()}
+
+
 def frozen_call(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
     """Call `module` with its parameters detached: gradients flow to the inputs only."""
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    return torch.func.functional_call(module, params, args)
+    return torch.func.functional_call(module, detached_params(module), args)
 
 
 @dataclass

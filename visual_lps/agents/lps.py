@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from visual_lps.agents.base import ActorCriticConfig, Batch, ChunkedActorCritic, frozen_call
+from visual_lps.agents.base import (
+    ActorCriticConfig,
+    Batch,
+    ChunkedActorCritic,
+    detached_params,
+    frozen_call,
+)
 from visual_lps.latent_actor import LatentActor
 from visual_lps.meanflow import MeanFlowPrior
 from visual_lps.sphere import sample_sphere
@@ -78,8 +84,7 @@ class LPSAgent(ChunkedActorCritic):
         """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor's parameters receive gradient."""
         features = features.detach()
         z = self.actor(features)
-        ones = features.new_ones(features.shape[0], 1)
-        actions = frozen_call(self.prior, features, z, ones, torch.zeros_like(ones)).clamp(-1.0, 1.0)
+        actions = self.prior.sample(features, z, params=detached_params(self.prior))
         q = frozen_call(self.critic, features, actions)
         loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
