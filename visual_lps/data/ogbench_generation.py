@@ -174,7 +174,6 @@ def generate(
     bar = tqdm(total=len(seeds), desc=f"generating {dataset_name}", unit="ep", disable=not progress)
     # Episodes have a fixed length (no termination at the goal), so the outputs are allocated once and
     # filled in place: peak memory stays near the raw size (12 GB for 1M 64x64 frames), never twice it.
-    splits = {"train": (0, episodes), "val": (episodes, episodes + num_val)}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     if workers <= 1:
         collector = EpisodeCollector(*args)
@@ -187,7 +186,7 @@ def generate(
         for k, episode in enumerate(episode_stream):
             split, first = ("train", 0) if k < episodes else ("val", episodes)
             if split not in arrays:
-                count = splits[split][1] - splits[split][0]
+                count = episodes if split == "train" else num_val
                 arrays[split] = {key: np.empty((count * max_episode_steps, *v.shape[1:]), v.dtype)
                                  for key, v in episode.items()}
             rows = slice((k - first) * max_episode_steps, (k - first + 1) * max_episode_steps)
