@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, coerce, load_yaml
+from visual_lps.observations import spec_from_yaml
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -41,6 +43,8 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     train_cfg = TrainConfig(**coerce(TrainConfig, config["train"], str(ckpt / "config.yaml")))
     agent_cfg_cls, agent_cls = AGENTS[train_cfg.agent]
     agent_cfg = agent_cfg_cls(**coerce(agent_cfg_cls, config["agent"], str(ckpt / "config.yaml")))
-    agent = agent_cls(agent_cfg, tuple(spec["obs_shape"]), int(spec["action_dim"]))
+    # The checkpoint holds the trained weights: pretrained encoder weights need not be found again.
+    skeleton_cfg = dataclasses.replace(agent_cfg, encoder_weights="")
+    agent = agent_cls(skeleton_cfg, spec_from_yaml(spec["obs_spec"]), int(spec["action_dim"]))
     agent.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
     return agent.to(device).eval(), train_cfg, agent_cfg, spec

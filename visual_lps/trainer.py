@@ -32,6 +32,7 @@ from visual_lps.config import (
 )
 from visual_lps.data.chunks import ChunkSampler
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
+from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
 from visual_lps.tasks import get_task
 
 
@@ -118,8 +119,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
 def make_policy(agent: torch.nn.Module, device: torch.device):
     """observation (numpy) -> action chunk (numpy, (h, action_dim)) with the agent's act()."""
 
-    def policy(observation: np.ndarray) -> np.ndarray:
-        obs = torch.as_tensor(observation, device=device).unsqueeze(0)
+    def policy(observation: Nested[np.ndarray]) -> np.ndarray:
+        obs = map_obs(lambda array: torch.as_tensor(array, device=device).unsqueeze(0), observation)
         return agent.act(obs)[0].cpu().numpy()
 
     return policy
@@ -150,11 +151,12 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
         raise SystemExit(f"error: {e}") from e
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
-    obs_shape, action_dim = tuple(data.observations.shape[1:]), int(data.actions.shape[1])
-    if agent_cfg.frame_stack > 1:
-        obs_shape = (agent_cfg.frame_stack, *obs_shape)
+    spec, action_dim = obs_spec(data.observations, agent_cfg.frame_stack), int(data.actions.shape[1])
     agent_cls = AGENTS[train_cfg.agent][1]
-    agent = agent_cls(agent_cfg, obs_shape, action_dim)
+    try:
+        agent = agent_cls(agent_cfg, spec, action_dim)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from e
     params = [p for p in agent.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
     agent, optimizer = accelerator.prepare(agent, optimizer)
@@ -178,8 +180,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
-        spec = {"obs_shape": list(obs_shape), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}
-        (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}
+        (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(agent_spec, sort_keys=False))
         writer = SummaryWriter(str(run_dir / "tb"))
         if train_cfg.eval_episodes > 0:
             eval_env = make_eval_env(task.eval_env_name(train_cfg.task_id))

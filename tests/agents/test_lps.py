@@ -10,7 +10,7 @@ SMALL = dict(prior_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), actor_hidd
 
 def make_agent(**overrides) -> LPSAgent:
     torch.manual_seed(0)
-    return LPSAgent(LPSConfig(**(SMALL | overrides)), obs_shape=(3,), action_dim=2)
+    return LPSAgent(LPSConfig(**(SMALL | overrides)), obs_spec=(3,), action_dim=2)
 
 
 def random_batch(agent: LPSAgent, batch_size: int = 16) -> dict[str, torch.Tensor]:
@@ -30,19 +30,21 @@ def grads(module: torch.nn.Module) -> list[torch.Tensor | None]:
 
 def test_actor_loss_updates_the_actor_and_nothing_else():
     agent = make_agent()
-    features = agent.encode(torch.randn(16, 3)).requires_grad_(True)
+    batch = random_batch(agent)
+    batch["observations"].requires_grad_(True)  # stands for the encoder's parameters
+    features, _ = agent.encode_transition(batch)
     loss, _ = agent.actor_loss(features)
     loss.backward()
     assert all(g is not None and g.abs().sum() > 0 for g in grads(agent.actor))
     for part in (agent.prior, agent.critic, agent.target_critic):
         assert all(g is None for g in grads(part))
-    assert features.grad is None  # the shared encoder is not updated by the actor loss
+    assert batch["observations"].grad is None  # the shared encoder is not updated by the actor loss
 
 
 def test_each_loss_of_the_objective_reaches_only_its_own_network():
     agent = make_agent()
     batch = random_batch(agent)
-    features = agent.encode(batch["observations"])
+    features = agent.encode(batch["observations"])["critic"]
     next_actions = agent.policy(agent.encode(batch["next_observations"])).detach()
     critic_loss, _ = agent.critic_loss(features, features, batch, next_actions)
     critic_loss.backward()
@@ -120,7 +122,7 @@ def three_mode_bandit(episodes: int = 600, seed: int = 0) -> OfflineData:
 def train_on_bandit(data: OfflineData, seed: int, steps: int) -> LPSAgent:
     torch.manual_seed(seed)
     config = LPSConfig(horizon=1, prior_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), actor_hidden_dims=(32,))
-    agent = LPSAgent(config, obs_shape=(1,), action_dim=2)
+    agent = LPSAgent(config, obs_spec=(1,), action_dim=2)
     sampler = ChunkSampler(data, horizon=1, device="cpu", seed=seed)
     optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(steps):
@@ -163,25 +165,88 @@ def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_n
 STEPS = 1000
 
 
+def image_batch(batch_size: int = 8) -> dict[str, torch.Tensor]:
+    frames = torch.randint(0, 256, (batch_size, 2, 16, 16, 3), dtype=torch.uint8)
+    return {"observations": frames, "next_observations": frames.flip(0), "actions": torch.rand(batch_size, 2, 2) * 2 - 1,
+            "rewards": -torch.ones(batch_size, 2), "masks": torch.ones(batch_size, 2)}
+
+
+def image_agent(**overrides) -> LPSAgent:
+    torch.manual_seed(0)
+    config = LPSConfig(encoder="impala_small", frame_stack=2, augment_prob=1.0, horizon=2, **(SMALL | overrides))
+    return LPSAgent(config, obs_spec=(2, 16, 16, 3), action_dim=2)
+
+
+def grads_after(agent: LPSAgent, loss: torch.Tensor, module: torch.nn.Module) -> list:
+    agent.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    return [p.grad for p in module.parameters()]
+
+
+def reached(grads: list) -> bool:
+    return all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def untouched(grads: list) -> bool:
+    return all(g is None for g in grads)
+
+
 def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_actor_loss():
+    agent, batch = image_agent(), image_batch()
+    features, next_features = agent.encode_transition(batch)
+    assert features["critic"] is features["prior"]  # encoded once for every network
+    assert not any(f.requires_grad for f in next_features.values())  # TD targets never train the encoder
+
+    assert untouched(grads_after(agent, agent.actor_loss(features)[0], agent.encoder))
+    next_actions = agent.policy(next_features).detach()
+    assert reached(grads_after(agent, agent.critic_loss(features["critic"], next_features["target"], batch,
+                                                        next_actions)[0], agent.encoder))
+    assert reached(grads_after(agent, agent.prior.loss(features["prior"], batch["actions"].flatten(1))[0],
+                               agent.encoder))
+    assert agent.act(batch["observations"][:3]).shape == (3, 2, 2)
+
+
+def test_per_network_encoders_are_each_trained_by_their_own_loss_only():
+    agent, batch = image_agent(shared_encoder=False), image_batch()
+    assert set(agent.encoders) == {"critic", "prior", "actor"} and not hasattr(agent, "encoder")
+    features, next_features = agent.encode_transition(batch)
+    next_actions = agent.policy(next_features).detach()
+    losses = {
+        "critic": agent.critic_loss(features["critic"], next_features["target"], batch, next_actions)[0],
+        "prior": agent.prior.loss(features["prior"], batch["actions"].flatten(1))[0],
+        "actor": agent.actor_loss(features)[0],
+    }
+    for role, loss in losses.items():
+        for other, encoder in agent.encoders.items():
+            grads = grads_after(agent, loss, encoder)
+            assert reached(grads) if other == role else untouched(grads), (role, other)
+        assert untouched(grads_after(agent, loss, agent.target_encoder))
+
+    # The target critic's encoder is a Polyak copy of the critic's.
+    with torch.no_grad():
+        for p in agent.encoders["critic"].parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in agent.target_encoder.parameters()]
+    agent.update_targets()
+    for b, t, c in zip(before, agent.target_encoder.parameters(), agent.encoders["critic"].parameters()):
+        assert torch.allclose(t, b + agent.config.tau * (c - b))
+
+
+def test_cameras_and_proprioception_train_through_one_agent():
+    spec = {"wrist_image": (2, 16, 16, 3), "front_image": (2, 24, 32, 3), "joint_pos": (2, 7)}
     torch.manual_seed(0)
     config = LPSConfig(encoder="impala_small", frame_stack=2, augment_prob=1.0, horizon=2, **SMALL)
-    agent = LPSAgent(config, obs_shape=(2, 16, 16, 3), action_dim=2)
-    frames = torch.randint(0, 256, (8, 2, 16, 16, 3), dtype=torch.uint8)
-    batch = {"observations": frames, "next_observations": frames.flip(0), "actions": torch.rand(8, 2, 2) * 2 - 1,
-             "rewards": -torch.ones(8, 2), "masks": torch.ones(8, 2)}
-    features, next_features = agent.encode_transition(batch)
-    assert features.requires_grad and not next_features.requires_grad  # TD targets never train the encoder
+    agent = LPSAgent(config, obs_spec=spec, action_dim=2)
+    assert agent.feature_dim == 512 + 512 + 14
 
-    def encoder_grads_after(loss: torch.Tensor) -> list:
-        agent.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=True)
-        return [p.grad for p in agent.encoder.parameters()]
+    def observations() -> dict[str, torch.Tensor]:
+        return {"wrist_image": torch.randint(0, 256, (8, *spec["wrist_image"]), dtype=torch.uint8),
+                "front_image": torch.randint(0, 256, (8, *spec["front_image"]), dtype=torch.uint8),
+                "joint_pos": torch.randn(8, 2, 7)}
 
-    assert all(g is None for g in encoder_grads_after(agent.actor_loss(features)[0]))
-    next_actions = agent.policy(next_features).detach()
-    for loss in (agent.critic_loss(features, next_features, batch, next_actions)[0],
-                 agent.prior.loss(features, batch["actions"].flatten(1))[0]):
-        grads = encoder_grads_after(loss)
-        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
-    assert agent.act(frames[:3]).shape == (3, 2, 2)
+    batch = image_batch() | {"observations": observations(), "next_observations": observations()}
+    loss, _ = agent(batch)
+    loss.backward()
+    for camera in agent.encoder.cameras.values():
+        assert reached([p.grad for p in camera.parameters()])
+    assert agent.act(observations()).shape == (8, 2, 2)

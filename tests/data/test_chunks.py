@@ -78,3 +78,23 @@ def test_frame_stacks_repeat_the_first_frame_at_episode_starts_and_never_mix_epi
         episode = batch[key][:, :, 1]
         assert (episode == episode[:, :1]).all()  # one episode per stack
     assert torch.equal(batch["next_observations"][:, -1, 0], batch["observations"][:, -1, 0] + 2)
+
+
+def test_named_observations_are_indexed_and_stacked_alike():
+    flat = episodes_data([4, 6])
+    images = np.repeat(np.arange(10, dtype=np.uint8), 2 * 2 * 3).reshape(10, 2, 2, 3)  # frame i is filled with i
+    data = OfflineData({"front_image": images, "state": flat.observations}, flat.actions, flat.rewards,
+                       flat.masks, flat.episode_ends)
+    sampler = ChunkSampler(data, horizon=2, device="cpu", seed=0, frame_stack=3)
+    batch = sampler.sample(64)
+    assert batch["observations"]["front_image"].shape == (64, 3, 2, 2, 3)
+    assert batch["observations"]["front_image"].dtype == torch.uint8  # moved as uint8
+    assert torch.equal(batch["observations"]["front_image"][:, :, 0, 0, 0].long(),
+                       batch["observations"]["state"][:, :, 0].long())
+    assert torch.equal(batch["next_observations"]["state"][:, -1, 0], batch["actions"][:, 0, 0] + 2)
+
+
+def test_named_observations_of_different_lengths_are_named():
+    with pytest.raises(ValueError, match="differ in length"):
+        OfflineData({"a_image": np.zeros((4, 2, 2, 3)), "state": np.zeros((3, 2))}, np.zeros((4, 1)), np.zeros(4),
+                    np.zeros(4), np.zeros(4, bool))

@@ -1,6 +1,14 @@
-"""What every chunked actor-critic agent shares: the shared encoder, the action-space critic, its target
+"""What every chunked actor-critic agent shares: the state encoder(s), the action-space critic, its target
 copy and its TD loss. An agent subclass adds its policy and its own losses; LPS is one, and the baselines
 (flow BC, QC-FQL, DSRL) are meant to be one more short file each.
+
+Encoders. Each network that reads the state has a *role* (`encoder_roles`: the critic plus the agent's
+`policy_roles`). By default one shared encoder serves every role, a deliberate departure from FQL and the
+LPS reference: images are encoded once per step instead of once per network. Only the losses of the roles
+in `shared_encoder_losses` update it; the other roles read its features detached. The TD target reads the
+online encoder's features of s_{t+h} without gradient. With `shared_encoder=False` every role gets its own
+encoder trained by its own loss, and the target critic a Polyak copy of the critic's encoder (the
+reference's layout, kept for comparison).
 
 Training contract, chosen so that one backward pass and one all-reduce serve all networks under DDP:
 `forward(batch)` returns the *sum* of all losses and a dict of detached metrics. Gradient routing (which
@@ -20,8 +28,11 @@ from torch import nn
 from visual_lps.augmentations import RandomShift
 from visual_lps.critic import CriticEnsemble
 from visual_lps.encoders import build_encoder
+from visual_lps.observations import ObsSpec
 
 Batch = dict[str, torch.Tensor]
+Features = dict[str, torch.Tensor]
+"""State features per encoder role ('critic', the policy roles, and 'target' for s_{t+h})."""
 
 
 def detached_params(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -39,7 +50,11 @@ class ActorCriticConfig:
     """Fields shared by every chunked actor-critic agent."""
 
     encoder: str = "flat"
-    """encoder shared by all networks: 'flat' (states), 'impala', 'impala_small' or 'timm:<name>' (images)"""
+    """state encoder: 'flat' (states), 'impala', 'impala_small' or 'timm:<name>' (images; one per camera)"""
+    encoder_weights: str = ""
+    """local weights file (.pth or .safetensors) for a timm encoder; empty: random init (never downloads)"""
+    shared_encoder: bool = True
+    """one encoder feeds every network; False gives each network its own (as FQL and the LPS reference)"""
     frame_stack: int = 1
     """consecutive observations stacked as the state (the first repeated at episode starts)"""
     augment_prob: float = 0.0
@@ -63,20 +78,32 @@ class ActorCriticConfig:
 
 
 class ChunkedActorCritic(nn.Module):
-    """Encoder + critic ensemble + target critic over flattened action chunks of `horizon` actions."""
+    """Encoder(s) + critic ensemble + target critic over flattened action chunks of `horizon` actions."""
 
-    def __init__(self, config: ActorCriticConfig, obs_shape: tuple[int, ...], action_dim: int):
+    policy_roles: tuple[str, ...] = ()
+    """networks of the agent's policy that read state features"""
+    shared_encoder_losses: tuple[str, ...] = ("critic",)
+    """roles whose losses update the shared encoder"""
+
+    def __init__(self, config: ActorCriticConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__()
         self.config = config
-        self.obs_shape = tuple(obs_shape)
+        self.obs_spec = obs_spec
         self.action_dim = action_dim
         self.chunk_dim = action_dim * config.horizon
-        self.encoder = build_encoder(config.encoder, self.obs_shape)
-        use_augmentation = self.encoder.is_image and config.augment_prob > 0
+        self.encoder_roles = ("critic", *self.policy_roles)
+        if config.shared_encoder:
+            self.encoder = build_encoder(config.encoder, obs_spec, config.encoder_weights)
+        else:
+            self.encoders = nn.ModuleDict(
+                {role: build_encoder(config.encoder, obs_spec, config.encoder_weights) for role in self.encoder_roles}
+            )
+            self.target_encoder = copy.deepcopy(self.encoders["critic"]).requires_grad_(False)
+        use_augmentation = self.input_encoder.is_image and config.augment_prob > 0
         self.augment = RandomShift(config.augment_pad, config.augment_prob) if use_augmentation else None
-        feature_dim = self.encoder.feature_dim
+        self.feature_dim = self.input_encoder.feature_dim
         self.critic = CriticEnsemble(
-            feature_dim,
+            self.feature_dim,
             self.chunk_dim,
             config.critic_hidden_dims,
             config.critic_ensemble,
@@ -89,28 +116,45 @@ class ChunkedActorCritic(nn.Module):
             "discounts", config.discount ** torch.arange(config.horizon, dtype=torch.float32), persistent=False
         )
 
-    def policy(self, features: torch.Tensor) -> torch.Tensor:
+    @property
+    def input_encoder(self) -> nn.Module:
+        """The encoder whose `preprocess` and `image_keys` describe the inputs (all encoders agree on them)."""
+        return self.encoder if self.config.shared_encoder else self.encoders["critic"]
+
+    def policy(self, features: Features) -> torch.Tensor:
         """The agent's action chunk (B, chunk_dim) for state features; differentiable where the agent needs it."""
         raise NotImplementedError
 
-    def encode(self, observations: torch.Tensor) -> torch.Tensor:
-        """Features of stored observations (no augmentation)."""
-        return self.encoder(self.encoder.preprocess(observations))
+    def _encode(self, inputs, roles: tuple[str, ...]) -> Features:
+        if self.config.shared_encoder:
+            features = self.encoder(inputs)
+            return {role: features for role in roles}
+        return {role: self.encoders[role](inputs) for role in roles}
 
-    def encode_transition(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features of s_t (with gradient, for the losses that train the encoder) and of s_{t+h} (without:
-        they only feed the TD target). Both views share one random shift per transition."""
-        images = self.encoder.preprocess(batch["observations"])
-        next_images = self.encoder.preprocess(batch["next_observations"])
+    def encode(self, observations) -> Features:
+        """Features per role of stored observations (no augmentation, no target)."""
+        return self._encode(self.input_encoder.preprocess(observations), self.encoder_roles)
+
+    def encode_transition(self, batch: Batch) -> tuple[Features, Features]:
+        """Features per role of s_t (with gradient where that role's loss trains the encoder) and of s_{t+h}
+        for the policy roles and 'target' (without gradient: they only feed the TD target). Both views share
+        one random shift per transition."""
+        obs = self.input_encoder.preprocess(batch["observations"])
+        next_obs = self.input_encoder.preprocess(batch["next_observations"])
         if self.augment is not None:
-            images, next_images = self.augment(images, next_images)
-        features = self.encoder(images)
+            obs, next_obs = self.augment.transition(obs, next_obs, self.input_encoder.image_keys)
+        features = self._encode(obs, self.encoder_roles)
+        if self.config.shared_encoder:
+            features = {role: f if role in self.shared_encoder_losses else f.detach() for role, f in features.items()}
         with torch.no_grad():
-            next_features = self.encoder(next_images)
+            if self.config.shared_encoder:
+                next_features = dict.fromkeys((*self.policy_roles, "target"), self.encoder(next_obs))
+            else:
+                next_features = self._encode(next_obs, self.policy_roles) | {"target": self.target_encoder(next_obs)}
         return features, next_features
 
     @torch.no_grad()
-    def act(self, observations: torch.Tensor) -> torch.Tensor:
+    def act(self, observations) -> torch.Tensor:
         """Action chunks (B, horizon, action_dim) for a batch of observations, for evaluation and deployment."""
         actions = self.policy(self.encode(observations))
         return actions.view(-1, self.config.horizon, self.action_dim)
@@ -140,10 +184,12 @@ class ChunkedActorCritic(nn.Module):
 
     @torch.no_grad()
     def update_targets(self) -> None:
-        """Polyak-average the critic into the target critic."""
-        torch._foreach_lerp_(
-            list(self.target_critic.parameters()), list(self.critic.parameters()), self.config.tau
-        )
+        """Polyak-average the critic (and its own encoder, if any) into their target copies."""
+        targets, sources = list(self.target_critic.parameters()), list(self.critic.parameters())
+        if not self.config.shared_encoder:
+            targets += list(self.target_encoder.parameters())
+            sources += list(self.encoders["critic"].parameters())
+        torch._foreach_lerp_(targets, sources, self.config.tau)
 
     @staticmethod
     def latent_norm(z: torch.Tensor) -> torch.Tensor:

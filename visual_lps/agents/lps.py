@@ -1,16 +1,17 @@
 """Latent Policy Steering (LPS).
 
-Three parts, trained together from step 0 on one shared encoder:
+Three parts, trained together from step 0 on one shared encoder (see `visual_lps.agents.base`):
 - MeanFlow prior g(s, z): behaviour cloning of action chunks, one-step sampling from the noise sphere;
 - action-space critic Q(s, a): chunked TD with the full LPS policy in the target;
 - latent actor pi(z|s): maximises Q(s, g(s, pi(s))), its gradient flowing through the differentiable prior.
 The prior keeps every action it decodes inside the data's support, so no behaviour-constraint weight is tuned.
 
 Gradient routing (what each loss may update):
-- critic loss  -> critic and encoder;
-- prior loss   -> prior and encoder;
+- critic loss  -> critic and the shared encoder;
+- prior loss   -> prior and the shared encoder;
 - actor loss   -> latent actor only: it sees detached features and calls prior and critic with frozen
-  parameters, so the Q-gradient passes *through* them without changing them.
+  parameters, so the Q-gradient passes *through* them without changing them. (With per-network encoders,
+  `shared_encoder=False`, it also trains the actor's own encoder.)
 The TD target uses the target critic on the online encoder's features of s_{t+h}, without gradient.
 """
 
@@ -24,9 +25,11 @@ from visual_lps.agents.base import (
     ActorCriticConfig,
     Batch,
     ChunkedActorCritic,
+    Features,
     detached_params,
     frozen_call,
 )
+from visual_lps.observations import ObsSpec
 from visual_lps.latent_actor import LatentActor
 from visual_lps.meanflow import MeanFlowPrior
 from visual_lps.sphere import sample_sphere
@@ -55,9 +58,12 @@ class LPSConfig(ActorCriticConfig):
 class LPSAgent(ChunkedActorCritic):
     """LPS: MeanFlow prior + action critic + latent actor on one shared encoder."""
 
-    def __init__(self, config: LPSConfig, obs_shape: tuple[int, ...], action_dim: int):
-        super().__init__(config, obs_shape, action_dim)
-        feature_dim = self.encoder.feature_dim
+    policy_roles = ("prior", "actor")
+    shared_encoder_losses = ("critic", "prior")
+
+    def __init__(self, config: LPSConfig, obs_spec: ObsSpec, action_dim: int):
+        super().__init__(config, obs_spec, action_dim)
+        feature_dim = self.feature_dim
         self.prior = MeanFlowPrior(
             feature_dim,
             self.chunk_dim,
@@ -70,22 +76,22 @@ class LPSAgent(ChunkedActorCritic):
         )
         self.actor = LatentActor(feature_dim, self.chunk_dim, config.actor_hidden_dims)
 
-    def policy(self, features: torch.Tensor) -> torch.Tensor:
-        return self.prior.sample(features, self.actor(features))
+    def policy(self, features: Features) -> torch.Tensor:
+        return self.prior.sample(features["prior"], self.actor(features["actor"]))
 
     @torch.no_grad()
-    def act_prior(self, observations: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def act_prior(self, observations, generator: torch.Generator | None = None) -> torch.Tensor:
         """The prior alone (flow BC) from uniform noise on the sphere: what LPS steers away from."""
-        features = self.encode(observations)
+        features = self.encode(observations)["prior"]
         noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
         return self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim)
 
-    def actor_loss(self, features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor's parameters receive gradient."""
-        features = features.detach()
-        z = self.actor(features)
-        actions = self.prior.sample(features, z, params=detached_params(self.prior))
-        q = frozen_call(self.critic, features, actions)
+    def actor_loss(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor (and its own encoder, if any)
+        receives gradient."""
+        z = self.actor(features["actor"])
+        actions = self.prior.sample(features["prior"].detach(), z, params=detached_params(self.prior))
+        q = frozen_call(self.critic, features["critic"].detach(), actions)
         loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
 
@@ -93,7 +99,7 @@ class LPSAgent(ChunkedActorCritic):
         features, next_features = self.encode_transition(batch)
         with torch.no_grad():
             next_actions = self.policy(next_features)
-        critic_loss, metrics = self.critic_loss(features, next_features, batch, next_actions)
-        prior_loss, prior_metrics = self.prior.loss(features, batch["actions"].flatten(1))
+        critic_loss, metrics = self.critic_loss(features["critic"], next_features["target"], batch, next_actions)
+        prior_loss, prior_metrics = self.prior.loss(features["prior"], batch["actions"].flatten(1))
         actor_loss, actor_metrics = self.actor_loss(features)
         return critic_loss + prior_loss + actor_loss, metrics | prior_metrics | actor_metrics

@@ -4,6 +4,7 @@ Data are held once, episode after episode, with no duplicated next observations:
 uses actions i .. i+h-1, per-step rewards and masks i .. i+h-1 and bootstraps from the observation at i+h,
 all found by index arithmetic. A chunk never crosses an episode end. Frame stacks are index arithmetic
 too: the k rows ending at i, clamped to the first row of i's episode (repeating it at episode starts).
+Observations are one array or a dict of arrays (cameras and proprioception), indexed alike.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from visual_lps.observations import Nested, map_obs, num_rows
 
 
 @dataclass
@@ -22,14 +25,14 @@ class OfflineData:
     as in OGBench's files.
     """
 
-    observations: np.ndarray
+    observations: Nested[np.ndarray]
     actions: np.ndarray
     rewards: np.ndarray
     masks: np.ndarray
     episode_ends: np.ndarray
 
     def __post_init__(self) -> None:
-        n = len(self.observations)
+        n = num_rows(self.observations)
         for name in ("actions", "rewards", "masks", "episode_ends"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"'{name}' has {len(getattr(self, name))} rows but 'observations' has {n}")
@@ -74,7 +77,7 @@ class ChunkSampler:
         if len(starts) == 0:
             raise ValueError(f"no episode is longer than the chunk horizon {horizon}: nothing to train on")
         self.starts = torch.as_tensor(starts, device=self.device)
-        self.observations = torch.as_tensor(data.observations, device=self.device)
+        self.observations = map_obs(lambda array: torch.as_tensor(array, device=self.device), data.observations)
         self.actions = torch.as_tensor(data.actions, dtype=torch.float32, device=self.device)
         self.rewards = torch.as_tensor(data.rewards, dtype=torch.float32, device=self.device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.float32, device=self.device)
@@ -99,12 +102,11 @@ class ChunkSampler:
             "next_observations": self.stacked_observations(idx + self.horizon),
         }
 
-    def stacked_observations(self, rows: torch.Tensor) -> torch.Tensor:
+    def stacked_observations(self, rows: torch.Tensor) -> Nested[torch.Tensor]:
         """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
-        if self.frame_stack == 1:
-            return self.observations[rows]
-        frames = torch.maximum(rows[:, None] + self.stack_offsets, self.episode_first[rows][:, None])
-        return self.observations[frames]
+        if self.frame_stack > 1:
+            rows = torch.maximum(rows[:, None] + self.stack_offsets, self.episode_first[rows][:, None])
+        return map_obs(lambda array: array[rows], self.observations)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
