@@ -1,8 +1,10 @@
 """Training-update throughput of an agent on this machine: steps/s of forward + backward + Adam + Polyak at
 the default LPS sizes, data already on device: a state task (28-D observations, 5-D actions, as cube-single)
-or, with --visual, visual OGBench (3 stacked 64x64 uint8 frames, shared IMPALA encoder, random shift p = 0.5).
+or, with --visual, visual OGBench (3 stacked 64x64 uint8 frames, IMPALA encoder, random shift p = 0.5), with
+one shared encoder or, with --per-network-encoders, one per network as in FQL and the LPS reference.
 
-    python bench/update_speed.py [--batch-size 256] [--horizon 5] [--steps 200] [--bf16] [--visual] [--device cpu]
+    python bench/update_speed.py [--batch-size 256] [--horizon 5] [--steps 200] [--bf16] [--visual]
+                                 [--per-network-encoders] [--device cpu]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (as accelerate --mixed_precision bf16)")
     parser.add_argument("--visual", action="store_true", help="pixel observations through the IMPALA encoder")
+    parser.add_argument("--per-network-encoders", action="store_true", help="one encoder per network (not shared)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
@@ -30,7 +33,8 @@ def main() -> None:
     device = torch.device(args.device)
     action_dim, b, h = 5, args.batch_size, args.horizon
     if args.visual:
-        config = LPSConfig(horizon=h, encoder="impala_small", frame_stack=3, augment_prob=0.5)
+        config = LPSConfig(horizon=h, encoder="impala_small", frame_stack=3, augment_prob=0.5,
+                           shared_encoder=not args.per_network_encoders)
         obs_shape = (3, 64, 64, 3)
         observations = [torch.randint(0, 256, (b, *obs_shape), dtype=torch.uint8, device=device) for _ in range(2)]
     else:
@@ -67,6 +71,8 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     precision = "bf16 autocast" if args.bf16 else "fp32"
     kind = "visual" if args.visual else "state"
+    if args.visual:
+        kind += ", per-network encoders" if args.per_network_encoders else ", shared encoder"
     print(f"{kind}, {device.type} ({torch.get_num_threads()} threads), batch {b}, h {h}, {precision}: "
           f"{args.steps / elapsed:.1f} steps/s ({1000 * elapsed / args.steps:.1f} ms/step)")
 
