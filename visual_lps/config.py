@@ -24,14 +24,16 @@ class TrainConfig:
     """What to train on, for how long, and where the run goes."""
 
     task: str = "cube-single"
-    """task to train: cube-single, cube-double, scene, puzzle-3x3, puzzle-4x4, or visual-<one of those>
-    (visual-cube = visual-cube-single)"""
+    """task to train: cube-single, cube-double, scene, puzzle-3x3, puzzle-4x4, visual-<one of those>
+    (visual-cube = visual-cube-single), or robot (an HDF5 dataset given by --dataset)"""
     task_id: int = 1
     """OGBench single-task id (1..5) the rewards are relabelled for and evaluation runs"""
     agent: str = "lps"
     """agent to train (visual_lps.agents.AGENTS)"""
     dataset: str | None = None
-    """path of a dataset file; default: <dataset-dir>/<task>-play-v0.npz"""
+    """path of a dataset file (required for --task robot); default: <dataset-dir>/<task>-play-v0.npz"""
+    data_cache: str = "auto"
+    """robot HDF5 data: 'auto' holds it in RAM when it fits, 'ram' always, 'none' reads batches from disk"""
     dataset_dir: str = "data/ogbench"
     """folder searched for (or downloaded into) OGBench datasets"""
     sparse: bool | None = None

@@ -33,7 +33,22 @@ class OGBenchTask:
         return CONFIG_DIR / f"{self.config_family}.yaml"
 
 
-TASKS: dict[str, OGBenchTask] = {
+@dataclass(frozen=True)
+class RobotTask:
+    """Training on a robot HDF5 dataset (`--dataset FILE.hdf5`, see docs/hdf5_format.md). There is no
+    simulator: evaluation reports offline metrics on the file's mask/valid demos instead."""
+
+    name: str = "robot"
+    config_family: str = "robot"
+
+    @property
+    def config_path(self) -> Path:
+        return CONFIG_DIR / f"{self.config_family}.yaml"
+
+
+Task = OGBenchTask | RobotTask
+
+TASKS: dict[str, Task] = {
     task.name: task
     for task in [
         OGBenchTask("cube-single", "cube-single", "cube", sparse=False),
@@ -47,11 +62,12 @@ TASKS: dict[str, OGBenchTask] = {
         OGBenchTask("visual-scene", "visual-scene", "visual", sparse=True),
         OGBenchTask("visual-puzzle-3x3", "visual-puzzle-3x3", "visual", sparse=True),
         OGBenchTask("visual-puzzle-4x4", "visual-puzzle-4x4", "visual", sparse=False),
+        RobotTask(),
     ]
 }
 
 
-def get_task(name: str) -> OGBenchTask:
+def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:

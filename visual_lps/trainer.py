@@ -30,13 +30,20 @@ from visual_lps.config import (
     load_yaml,
     save_run_config,
 )
-from visual_lps.data.chunks import ChunkSampler
+from visual_lps.data.chunks import ChunkSampler, OfflineData
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
+from visual_lps.data.robot_data import load_robot_data
+from visual_lps.data.robot_hdf5 import validate_hdf5
 from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
-from visual_lps.tasks import get_task
+from visual_lps.tasks import OGBenchTask, RobotTask, Task, get_task
+
+VALIDATION_BATCHES = 4
+"""batches of held-out demos averaged for the offline metrics of robot runs"""
 
 
 def default_out(train: TrainConfig) -> str:
+    if train.task == "robot" and train.dataset:
+        return f"runs/robot-{Path(train.dataset).stem}-{train.agent}-s{train.seed}"
     return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
 
 
@@ -116,6 +123,33 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
     return final
 
 
+def load_data(
+    train_cfg: TrainConfig, task: Task, announce: bool
+) -> tuple[OfflineData, OfflineData | None, Path, bool | None]:
+    """(training data, held-out demos or None, dataset path, sparse) for the task."""
+    if isinstance(task, RobotTask):
+        if not train_cfg.dataset:
+            raise ValueError("--task robot needs --dataset FILE.hdf5 (tools/convert_teleop.py makes one from "
+                             "teleoperation logs)")
+        if train_cfg.eval_episodes > 0:
+            raise ValueError("--task robot has no simulator to evaluate in: set --eval-episodes 0 (offline "
+                             "metrics on the dataset's mask/valid demos are reported instead)")
+        summary = validate_hdf5(train_cfg.dataset)
+        if announce:
+            tqdm.write(str(summary))
+        data = load_robot_data(summary.path, "train", train_cfg.data_cache)
+        valid = load_robot_data(summary.path, "valid", train_cfg.data_cache) if summary.valid else None
+        return data, valid, summary.path, None
+    sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
+    if train_cfg.dataset:
+        path = Path(train_cfg.dataset)
+        if not path.exists():
+            raise FileNotFoundError(f"--dataset {path}: no such file")
+    else:
+        path = find_dataset(task.dataset_name, train_cfg.dataset_dir)
+    return load_ogbench_task_data(path, task, train_cfg.task_id, sparse), None, path, sparse
+
+
 def make_policy(agent: torch.nn.Module, device: torch.device):
     """observation (numpy) -> action chunk (numpy, (h, action_dim)) with the agent's act()."""
 
@@ -136,17 +170,9 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
     accelerator = Accelerator()
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
-    sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
-
     try:
         with accelerator.main_process_first():
-            if train_cfg.dataset:
-                path = Path(train_cfg.dataset)
-                if not path.exists():
-                    raise FileNotFoundError(f"--dataset {path}: no such file")
-            else:
-                path = find_dataset(task.dataset_name, train_cfg.dataset_dir)
-        data = load_ogbench_task_data(path, task, train_cfg.task_id, sparse)
+            data, valid_data, path, sparse = load_data(train_cfg, task, accelerator.is_main_process)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
 
@@ -157,6 +183,11 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
         agent = agent_cls(agent_cfg, spec, action_dim)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
+    if isinstance(task, RobotTask):
+        # The agent works in [-1, 1]; the bounds of the training demos travel with it and undo this in act().
+        agent.set_action_bounds(data.actions.min(axis=0), data.actions.max(axis=0))
+        for split in filter(None, (data, valid_data)):
+            split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
     params = [p for p in agent.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
     agent, optimizer = accelerator.prepare(agent, optimizer)
@@ -183,12 +214,29 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
         agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}
         (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(agent_spec, sort_keys=False))
         writer = SummaryWriter(str(run_dir / "tb"))
-        if train_cfg.eval_episodes > 0:
+        if train_cfg.eval_episodes > 0 and isinstance(task, OGBenchTask):
             eval_env = make_eval_env(task.eval_env_name(train_cfg.task_id))
+        target = f"{task.name} task{train_cfg.task_id}" if isinstance(task, OGBenchTask) else task.name
         accelerator.print(
-            f"training {train_cfg.agent} on {task.name} task{train_cfg.task_id} "
+            f"training {train_cfg.agent} on {target} "
             f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
         )
+
+    def run_validation(step: int) -> dict[str, float]:
+        """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""
+        core.eval()
+        valid_sampler = ChunkSampler(valid_data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed,
+                                     frame_stack=agent_cfg.frame_stack)
+        totals: dict[str, float] = {}
+        for _ in range(VALIDATION_BATCHES):
+            for k, v in core.validation_metrics(valid_sampler.sample(train_cfg.batch_size)).items():
+                totals[k] = totals.get(k, 0.0) + v.item() / VALIDATION_BATCHES
+        core.train()
+        for k, v in totals.items():
+            writer.add_scalar(k, v, step)
+        writer.flush()
+        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in totals.items()))
+        return totals
 
     def run_eval(step: int) -> dict[str, float]:
         core.eval()
@@ -233,8 +281,11 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
                 for k, v in values.items():
                     writer.add_scalar(k, v, step)
                 bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
-        if eval_env is not None and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
-            last_eval = run_eval(step)
+        if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
+            if eval_env is not None:
+                last_eval = run_eval(step)
+            elif valid_data is not None:
+                last_eval = run_validation(step)
         if step % train_cfg.save_every == 0 or step == train_cfg.steps:
             save_checkpoint(accelerator, run_dir, step)
     bar.close()

@@ -115,6 +115,23 @@ class ChunkedActorCritic(nn.Module):
         self.register_buffer(
             "discounts", config.discount ** torch.arange(config.horizon, dtype=torch.float32), persistent=False
         )
+        # The agent works on actions in [-1, 1]; these bounds (the dataset's, for robot data) map them back to
+        # the robot's units in `act`. Persistent buffers, so they travel with every checkpoint.
+        self.register_buffer("action_low", -torch.ones(action_dim))
+        self.register_buffer("action_high", torch.ones(action_dim))
+
+    def set_action_bounds(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        self.action_low.copy_(torch.as_tensor(low, dtype=torch.float32))
+        self.action_high.copy_(torch.as_tensor(high, dtype=torch.float32))
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Robot units -> [-1, 1] per dimension; a dimension that never varies maps to 0."""
+        span = self.action_high - self.action_low
+        scaled = 2 * (actions - self.action_low) / torch.where(span > 0, span, 1.0) - 1
+        return torch.where(span > 0, scaled, 0.0)
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.action_low + (actions + 1) * (self.action_high - self.action_low) / 2
 
     @property
     def input_encoder(self) -> nn.Module:
@@ -155,9 +172,25 @@ class ChunkedActorCritic(nn.Module):
 
     @torch.no_grad()
     def act(self, observations) -> torch.Tensor:
-        """Action chunks (B, horizon, action_dim) for a batch of observations, for evaluation and deployment."""
+        """Action chunks (B, horizon, action_dim) in the dataset's units, for evaluation and deployment."""
         actions = self.policy(self.encode(observations))
-        return actions.view(-1, self.config.horizon, self.action_dim)
+        return self.unnormalize_actions(actions.view(-1, self.config.horizon, self.action_dim))
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Offline metrics on held-out demonstrations (no simulator): the policy's action error against the
+        demonstrated chunk (normalised units) and the critic's values of both."""
+        features = self.encode(batch["observations"])
+        demo = batch["actions"].flatten(1)
+        actions = self.policy(features)
+        q_demo = self.critic(features["critic"], demo)
+        q_policy = self.critic(features["critic"], actions)
+        return {
+            "valid/action_mse": (actions - demo).pow(2).mean(),
+            "valid/q_demo": q_demo.mean(),
+            "valid/q_policy": q_policy.mean(),
+            "valid/q_gap": (q_policy.min(dim=0).values - q_demo.min(dim=0).values).mean(),
+        }
 
     @torch.no_grad()
     def td_target(self, batch: Batch, next_features: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:

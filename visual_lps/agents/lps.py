@@ -84,7 +84,17 @@ class LPSAgent(ChunkedActorCritic):
         """The prior alone (flow BC) from uniform noise on the sphere: what LPS steers away from."""
         features = self.encode(observations)["prior"]
         noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
-        return self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim)
+        return self.unnormalize_actions(self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim))
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The base metrics, and the prior's (flow BC's) action error for comparison."""
+        metrics = super().validation_metrics(batch)
+        features = self.encode(batch["observations"])["prior"]
+        generator = torch.Generator(features.device).manual_seed(0)  # the training RNG streams stay untouched
+        noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
+        prior_actions = self.prior.sample(features, noise)
+        return metrics | {"valid/prior_action_mse": (prior_actions - batch["actions"].flatten(1)).pow(2).mean()}
 
     def actor_loss(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor (and its own encoder, if any)

@@ -4,7 +4,8 @@ Data are held once, episode after episode, with no duplicated next observations:
 uses actions i .. i+h-1, per-step rewards and masks i .. i+h-1 and bootstraps from the observation at i+h,
 all found by index arithmetic. A chunk never crosses an episode end. Frame stacks are index arithmetic
 too: the k rows ending at i, clamped to the first row of i's episode (repeating it at episode starts).
-Observations are one array or a dict of arrays (cameras and proprioception), indexed alike.
+Observations are one array or a dict of arrays (cameras and proprioception), indexed alike; a column may
+also live on disk (`visual_lps.data.robot_data.H5Rows`), read row by row for each batch.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from visual_lps.observations import Nested, map_obs, num_rows
 class OfflineData:
     """Episode-contiguous arrays; `episode_ends[i]` is True on the last row of each episode.
 
-    The last row of an episode has an observation but no usable transition (its successor is not recorded),
-    as in OGBench's files.
+    In OGBench's files the last row of an episode has an observation but no usable transition (its
+    successor is not recorded). Robot datasets record the last step in full (`complete_last_rows`): a chunk
+    may end on it when it is terminal (mask 0), since a terminal needs no successor to bootstrap from.
     """
 
     observations: Nested[np.ndarray]
@@ -30,6 +32,7 @@ class OfflineData:
     rewards: np.ndarray
     masks: np.ndarray
     episode_ends: np.ndarray
+    complete_last_rows: bool = False
 
     def __post_init__(self) -> None:
         n = num_rows(self.observations)
@@ -53,10 +56,15 @@ def _episode_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return firsts[episode], ends[episode]
 
 
-def chunk_starts(episode_ends: np.ndarray, horizon: int) -> np.ndarray:
-    """Rows i whose chunk i .. i+h-1 and bootstrap observation i+h lie in i's episode."""
+def chunk_starts(episode_ends: np.ndarray, horizon: int, terminal_last_rows: np.ndarray | None = None) -> np.ndarray:
+    """Rows i whose chunk i .. i+h-1 and bootstrap observation i+h lie in i's episode; where
+    `terminal_last_rows` marks an episode's last row as a terminal transition, chunks may end on it."""
     _, last_row = _episode_bounds(episode_ends)
-    return np.flatnonzero(np.arange(len(episode_ends)) + horizon <= last_row)
+    rows = np.arange(len(episode_ends))
+    valid = rows + horizon <= last_row
+    if terminal_last_rows is not None:
+        valid |= (rows + horizon - 1 <= last_row) & terminal_last_rows[last_row]
+    return np.flatnonzero(valid)
 
 
 class ChunkSampler:
@@ -73,17 +81,20 @@ class ChunkSampler:
         self.horizon = horizon
         self.frame_stack = frame_stack
         self.device = torch.device(device)
-        starts = chunk_starts(data.episode_ends, horizon)
+        terminal_last_rows = (data.masks == 0) & data.episode_ends if data.complete_last_rows else None
+        starts = chunk_starts(data.episode_ends, horizon, terminal_last_rows)
         if len(starts) == 0:
             raise ValueError(f"no episode is longer than the chunk horizon {horizon}: nothing to train on")
         self.starts = torch.as_tensor(starts, device=self.device)
-        self.observations = map_obs(lambda array: torch.as_tensor(array, device=self.device), data.observations)
+        self.observations = map_obs(self._hold, data.observations)
         self.actions = torch.as_tensor(data.actions, dtype=torch.float32, device=self.device)
         self.rewards = torch.as_tensor(data.rewards, dtype=torch.float32, device=self.device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.float32, device=self.device)
         self.offsets = torch.arange(horizon, device=self.device)
         self.stack_offsets = torch.arange(1 - frame_stack, 1, device=self.device)
-        self.episode_first = torch.as_tensor(_episode_bounds(data.episode_ends)[0], device=self.device)
+        first_row, last_row = _episode_bounds(data.episode_ends)
+        self.episode_first = torch.as_tensor(first_row, device=self.device)
+        self.episode_last = torch.as_tensor(last_row, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -99,14 +110,25 @@ class ChunkSampler:
             "actions": self.actions[steps],
             "rewards": self.rewards[steps],
             "masks": self.masks[steps],
-            "next_observations": self.stacked_observations(idx + self.horizon),
+            # A chunk that ends on a terminal last row bootstraps from nothing (mask 0): any row of the
+            # episode will do, so the index is clamped to it.
+            "next_observations": self.stacked_observations(torch.minimum(idx + self.horizon, self.episode_last[idx])),
         }
 
     def stacked_observations(self, rows: torch.Tensor) -> Nested[torch.Tensor]:
         """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
         if self.frame_stack > 1:
             rows = torch.maximum(rows[:, None] + self.stack_offsets, self.episode_first[rows][:, None])
-        return map_obs(lambda array: array[rows], self.observations)
+        return map_obs(lambda column: self._take(column, rows), self.observations)
+
+    def _hold(self, column):
+        """In-memory arrays move to the device once; on-disk columns (`H5Rows`) stay where they are."""
+        return torch.as_tensor(column, device=self.device) if isinstance(column, np.ndarray) else column
+
+    def _take(self, column, rows: torch.Tensor) -> torch.Tensor:
+        if isinstance(column, torch.Tensor):
+            return column[rows]
+        return torch.from_numpy(column[rows.cpu().numpy()]).to(self.device)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

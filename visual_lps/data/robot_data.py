@@ -1,0 +1,109 @@
+"""Training data from a robot HDF5 dataset (`visual_lps.data.robot_hdf5`): the demos of one split as
+`OfflineData` with named observations (`<camera>_image` frames and proprioception keys).
+
+Small files are read into RAM once (one preallocated array per key: peak memory near the raw size). Larger
+ones stay on disk: `H5Rows` reads the rows a batch needs, sorted and deduplicated per demo, through an
+h5py handle opened lazily by the process that reads (never inherited across a fork).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from visual_lps.data.chunks import OfflineData
+from visual_lps.data.robot_hdf5 import mask_names
+
+CACHE_MODES = ("auto", "ram", "none")
+RAM_FRACTION = 0.5
+"""'auto' caches in RAM when the observations take at most this fraction of the available memory"""
+
+
+class H5Rows:
+    """One observation key of a list of demos, concatenated in order, read on demand by row index."""
+
+    def __init__(self, path: Path, key: str, demos: list[str], lengths: list[int]):
+        self.path, self.key, self.demos = Path(path), key, list(demos)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        with h5py.File(self.path, "r") as file:
+            first = file[f"data/{demos[0]}/obs/{key}"]
+            self.shape = (int(self.offsets[-1]), *first.shape[1:])
+            self.dtype = first.dtype
+        self._pid: int | None = None
+        self._datasets: list[h5py.Dataset] = []
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_pid": None, "_datasets": []}  # handles never travel to another process
+
+    def _open(self) -> list[h5py.Dataset]:
+        if self._pid != os.getpid():
+            file = h5py.File(self.path, "r")
+            self._datasets = [file[f"data/{demo}/obs/{self.key}"] for demo in self.demos]
+            self._pid = os.getpid()
+        return self._datasets
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        unique, inverse = np.unique(rows.ravel(), return_inverse=True)
+        demo = np.searchsorted(self.offsets, unique, side="right") - 1
+        out = np.empty((len(unique), *self.shape[1:]), self.dtype)
+        datasets = self._open()
+        for d in np.unique(demo):
+            pick = np.flatnonzero(demo == d)
+            out[pick] = datasets[d][unique[pick] - self.offsets[d]]  # increasing indices, as h5py requires
+        return out[inverse].reshape(*rows.shape, *self.shape[1:])
+
+    def read_all(self) -> np.ndarray:
+        """The whole column in one preallocated array."""
+        out = np.empty(self.shape, self.dtype)
+        for d, dataset in enumerate(self._open()):
+            dataset.read_direct(out, dest_sel=np.s_[self.offsets[d]:self.offsets[d + 1]])
+        return out
+
+
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_robot_data(path: str | Path, split: str = "train", cache: str = "auto") -> OfflineData:
+    """The demos of `mask/<split>` (file validated beforehand: `validate_hdf5`); actions as stored."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"--data-cache {cache!r}: choose one of {', '.join(CACHE_MODES)}")
+    path = Path(path)
+    with h5py.File(path, "r") as file:
+        demos = mask_names(file, split)
+        if not demos:
+            raise ValueError(f"{path}: mask/{split} lists no demos")
+        groups = [file[f"data/{demo}"] for demo in demos]
+        lengths = [int(g["actions"].shape[0]) for g in groups]
+        keys = list(groups[0]["obs"].keys())
+        actions = np.concatenate([g["actions"][()] for g in groups]).astype(np.float32)
+        rewards = np.concatenate([g["rewards"][()] for g in groups]).astype(np.float32)
+        terminals = np.concatenate([g["terminals"][()] for g in groups]).astype(bool)
+    columns = {key: H5Rows(path, key, demos, lengths) for key in keys}
+    size = sum(column.nbytes for column in columns.values())
+    in_ram = cache == "ram" or (cache == "auto" and size <= RAM_FRACTION * available_memory())
+    observations = {key: column.read_all() if in_ram else column for key, column in columns.items()}
+    episode_ends = np.zeros(len(actions), bool)
+    episode_ends[np.cumsum(lengths) - 1] = True
+    return OfflineData(
+        observations=observations,
+        actions=actions,
+        rewards=rewards,
+        masks=1.0 - terminals.astype(np.float32),
+        episode_ends=episode_ends,
+        complete_last_rows=True,
+    )
