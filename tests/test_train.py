@@ -68,3 +68,46 @@ def test_visual_task_trains_through_accelerate_and_evaluates_on_camera_frames(tm
                      "--max-episode-steps", "20", "--video", str(video))
     assert "visual-cube-single-singletask-task1-v0" in evaluation.stdout
     assert "(20 frames)" in evaluation.stdout and video.stat().st_size > 0
+
+
+def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from tests.data.converters.test_droid import write_trajectory
+    from visual_lps.checkpoint import load_agent
+
+    task = tmp_path / "droid_task"
+    for i, outcome in enumerate(["success", "success", "failure", "success"]):
+        write_trajectory(task / outcome / f"traj_{i}.h5", 14 + i, seed=i)
+    dataset = tmp_path / "robot.hdf5"
+    run(sys.executable, "tools/convert_teleop.py", "--format", "droid", str(task), str(dataset),
+        "--rewards", "step-penalty", "--valid-fraction", "0.25", "--resize", "16x16")
+    out = tmp_path / "run"
+    result = run(str(BIN / "accelerate"), "launch", "train.py", "--task", "robot", "--dataset", str(dataset),
+                 "--out", str(out), *TINY_NETS, "--steps", "4", "--eval-every", "2", "--save-every", "4",
+                 "--log-every", "2", "--data-cache", "none")
+    assert "valid/action_mse" in result.stdout and "valid/prior_action_mse" in result.stdout
+    agent, *_ = load_agent(out)
+    weights = load_file(out / "checkpoints" / "step_00000004" / "model.safetensors")
+    assert weights["action_high"][:6].max() > 0.9 and weights["action_low"][:6].min() < -0.9  # velocities
+    observations = {"13062452_left_image": torch.zeros(2, 16, 16, 3, dtype=torch.uint8),
+                    "24259877_left_image": torch.zeros(2, 16, 16, 3, dtype=torch.uint8),
+                    "cartesian_position": torch.zeros(2, 6), "gripper_position": torch.zeros(2, 1)}
+    chunk = agent.act(observations)
+    assert chunk.shape == (2, 5, 7)
+    low, high = weights["action_low"], weights["action_high"]
+    assert ((chunk >= low - 1e-5) & (chunk <= high + 1e-5)).all()  # in the robot's units, inside the data's range
+
+
+def test_robot_task_needs_a_valid_dataset(tmp_path: Path):
+    def fails(*args: str) -> str:
+        result = subprocess.run([sys.executable, "train.py", "--task", "robot", "--out", str(tmp_path / "r"), *args],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr
+
+    assert "--task robot needs --dataset" in fails()
+    (tmp_path / "junk.hdf5").write_bytes(b"junk")
+    assert "junk.hdf5: cannot open as HDF5" in fails("--dataset", str(tmp_path / "junk.hdf5"))
+    assert "no simulator" in fails("--dataset", str(tmp_path / "junk.hdf5"), "--eval-episodes", "3")

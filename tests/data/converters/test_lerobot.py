@@ -63,7 +63,7 @@ class Written:
 def front_frame(episode: int, frame: int, size: tuple[int, int]) -> np.ndarray:
     """A constant colour naming the episode (green) and the frame (red): smooth, so a lossy codec keeps it."""
     image = np.empty((*size, 3), np.uint8)
-    image[...] = ((20 * frame + 10) % 250, 40 * episode + 40, 128)
+    image[...] = ((20 * frame + 10) % 250, (40 * episode + 40) % 250, 128)
     return image
 
 

@@ -346,6 +346,9 @@ class _TableCache:
                 self.rows = {episode: np.arange(table.num_rows)}
             self.path, self.table = path, table
         rows = self.rows.get(episode, np.zeros(0, np.int64))
+        if len(rows) == 0 and self.table.num_rows:
+            raise ConversionError(f"{path}: no rows of episode {episode}; the file holds episode(s) "
+                                  f"{sorted(self.rows)[:10]}")
         if len(rows) == self.table.num_rows:
             return self.table
         return self.table.take(rows)

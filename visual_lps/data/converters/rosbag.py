@@ -284,12 +284,13 @@ def read_bag(bag: Path, options: ConvertOptions, success: bool) -> Episode:
 def _check_topics(bag: Path, available: dict, roles: dict[str, list[str]], image_topics: set[str],
                   vector_topics: set[str]) -> dict[str, str]:
     """topic -> message type, after checking each chosen topic exists, has messages and a supported type."""
-    listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(available.items())) or "none"
+    missing = [f"{topic} (chosen by {', '.join(flags)})" for topic, flags in roles.items() if topic not in available]
+    if missing:
+        listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(available.items())) or "none"
+        raise ConversionError(f"{bag}: topic(s) {', '.join(missing)} not found; available topics: {listing}")
     types = {}
     for topic, flags in roles.items():
         chosen = f"topic {topic} (chosen by {', '.join(flags)})"
-        if topic not in available:
-            raise ConversionError(f"{bag}: {chosen} not found; available topics: {listing}")
         info = available[topic]
         msgtypes = {c.msgtype for c in info.connections}
         if len(msgtypes) != 1:
