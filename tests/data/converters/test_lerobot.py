@@ -181,7 +181,7 @@ def write_dataset(root: Path, version: str, episodes: int = 3, length: int = 12,
                  "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
                  "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"}
         files = [list(range(min(2, episodes))), list(range(2, episodes))]
-        for number, members in enumerate(f for f in files if f):
+        for members in (f for f in files if f):
             path = written.data_file(members[0])
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(frames_table(written, members, image_camera, with_outcomes, members[0] * length), path)

@@ -364,7 +364,7 @@ def test_vector_message_kinds(kind: str, tmp_path: Path):
 
 def test_source_facts(dataset: Path):
     facts = source_facts(dataset, options(cameras={"front": "wrist"}))
-    assert facts == {"control_rate_hz": 10.0, "image_topics": {"front": "/cam"},
+    assert facts == {"control_rate_hz": 10.0, "image_topics": {"wrist": "/cam"},
                      "state_topics": {"joints": "/joint_states"}, "action_topic": "/cmd",
                      "timestamps": "bag receive time", "resampling": "zero-order hold"}
 
@@ -503,7 +503,8 @@ def test_vectors_of_changing_size(tmp_path: Path):
         bag.topic("/joint_states", "sensor_msgs/msg/JointState")
         for k in range(6):
             stamp = BASE + k * SEC // 10
-            bag.write("/joint_states", stamp, bag.vector("sensor_msgs/msg/JointState", stamp, values(k, 7 - 5 * (k % 2))))
+            msg = bag.vector("sensor_msgs/msg/JointState", stamp, values(k, 7 if k % 2 == 0 else 2))
+            bag.write("/joint_states", stamp, msg)
     with pytest.raises(ConversionError, match=r"different sizes \[2, 7\]") as failure:
         list(read_episodes(src, ConvertOptions(rate=10, state_topics={"j": "/joint_states"},
                                                action_topic="/joint_states")))

@@ -115,7 +115,8 @@ def source_facts(src: Path, options: ConvertOptions) -> dict:
     _check_options(Path(src), options)
     return {
         "control_rate_hz": options.rate,
-        "image_topics": {name: options.image_topics[name] for name in _chosen_cameras(options)},
+        "image_topics": {(options.cameras or {}).get(name, name): options.image_topics[name]
+                         for name in _chosen_cameras(options)},
         "state_topics": dict(options.state_topics),
         "action_topic": options.action_topic,
         "timestamps": "bag receive time",
@@ -283,7 +284,8 @@ def read_bag(bag: Path, options: ConvertOptions, success: bool) -> Episode:
 
 def _check_topics(bag: Path, available: dict, roles: dict[str, list[str]], image_topics: set[str],
                   vector_topics: set[str]) -> dict[str, str]:
-    """topic -> message type, after checking each chosen topic exists, has messages and a supported type."""
+    """topic -> message type, after checking each chosen topic exists and has a supported type (whether it has
+    messages is checked on reading them: the counts in a bag's summary can be missing)."""
     missing = [f"{topic} (chosen by {', '.join(flags)})" for topic, flags in roles.items() if topic not in available]
     if missing:
         listing = ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(available.items())) or "none"
@@ -302,8 +304,6 @@ def _check_topics(bag: Path, available: dict, roles: dict[str, list[str]], image
         if topic in vector_topics and msgtype not in VECTOR_TYPES:
             raise ConversionError(f"{bag}: {chosen} has unsupported message type {msgtype} for states and "
                                   f"actions; supported: {', '.join(VECTOR_TYPES)}")
-        if not info.msgcount:
-            raise ConversionError(f"{bag}: {chosen} has no messages")
         types[topic] = msgtype
     return types
 
