@@ -98,6 +98,9 @@ def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions
     assert chunk.shape == (2, 5, 7)
     low, high = weights["action_low"], weights["action_high"]
     assert ((chunk >= low - 1e-5) & (chunk <= high + 1e-5)).all()  # in the robot's units, inside the data's range
+    evaluation = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(out)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode != 0 and "no simulator" in evaluation.stderr
 
 
 def test_robot_task_needs_a_valid_dataset(tmp_path: Path):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from visual_lps.checkpoint import load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
-    from visual_lps.tasks import get_task
+    from visual_lps.tasks import RobotTask, get_task
     from visual_lps.trainer import make_policy
 
     if args.episodes < 1:
@@ -51,10 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as e:
         sys.exit(f"error: --checkpoint {e}")
     agent, train_cfg, agent_cfg, _ = load_agent(ckpt, args.device)
-    task_id = args.task_id or train_cfg.task_id
-    env_name = get_task(train_cfg.task).eval_env_name(task_id)
+    task = get_task(train_cfg.task)
+    if isinstance(task, RobotTask):
+        sys.exit(f"error: {ckpt} was trained on a robot dataset, which has no simulator to evaluate in; its "
+                 f"offline metrics on the held-out demos are in the run's TensorBoard logs (valid/*)")
+    env_name = task.eval_env_name(args.task_id or train_cfg.task_id)
     # A visual policy's video shows its own camera frames; a state policy's, the env's rendered view.
-    record = None if args.video is None else ("observation" if agent.encoder.is_image else "render")
+    record = None if args.video is None else ("observation" if agent.input_encoder.is_image else "render")
     env = make_eval_env(env_name, render_size=args.video_size if record == "render" else None,
                         max_episode_steps=args.max_episode_steps)
     with torch.inference_mode():
