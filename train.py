@@ -7,12 +7,20 @@
 Every config field is a flag; `python train.py --help` lists them with their defaults.
 """
 
+import os
+
 from visual_lps.trainer import parse_args, train
 
 
 def main() -> None:
     train_cfg, agent_cfg = parse_args()
-    metrics = train(train_cfg, agent_cfg)
+    outcome = train(train_cfg, agent_cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if outcome.stopped_by:
+        print(f"stopped by {outcome.stopped_by} after step {outcome.step} (checkpoint written); continue with: "
+              f"accelerate launch train.py --resume --out {train_cfg.out}")
+    metrics = outcome.metrics
     if "eval/success_rate" in metrics:
         print(f"final success rate: {metrics['eval/success_rate']:.2%}")
     elif metrics:

@@ -18,3 +18,11 @@ def tiny_cube_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ogbench")
     generate("cube-single-play-v0", out, episodes=3, seed=0, workers=1, max_episode_steps=60, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_visual_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """visual-cube-single-play-v0 with 2 episodes of 25 rendered 64x64 frames (and its -val file)."""
+    out = tmp_path_factory.mktemp("ogbench-visual")
+    generate("visual-cube-single-play-v0", out, episodes=2, seed=0, workers=1, max_episode_steps=25, progress=False)
+    return out

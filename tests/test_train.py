@@ -52,13 +52,9 @@ def test_missing_dataset_fails_fast_with_the_generate_command(tmp_path: Path):
     assert "python tools/generate_ogbench.py --env puzzle-4x4-play-v0" in result.stderr
 
 
-def test_visual_task_trains_through_accelerate_and_evaluates_on_camera_frames(tmp_path: Path):
-    from visual_lps.data.ogbench_generation import generate
-
-    data_dir = tmp_path / "data"
-    generate("visual-cube-single-play-v0", data_dir, episodes=2, seed=0, max_episode_steps=25, progress=False)
+def test_visual_task_trains_through_accelerate_and_evaluates_on_camera_frames(tiny_visual_dir: Path, tmp_path: Path):
     out = tmp_path / "run"
-    run(str(BIN / "accelerate"), "launch", "train.py", "--task", "visual-cube", "--dataset-dir", str(data_dir),
+    run(str(BIN / "accelerate"), "launch", "train.py", "--task", "visual-cube", "--dataset-dir", str(tiny_visual_dir),
         "--out", str(out), *TINY_NETS, "--steps", "3", "--save-every", "3", "--log-every", "3",
         "--eval-episodes", "0")
     saved = (out / "config.yaml").read_text()

@@ -1,6 +1,7 @@
 """visual-lps: Latent Policy Steering (LPS) for offline RL from states and pixels, in PyTorch."""
 
 import os
+import warnings
 
 # MuJoCo renders headless through EGL unless the user chose otherwise (osmesa, glfw); it must be set
 # before mujoco is first imported, and spawned worker processes inherit it.
@@ -12,5 +13,10 @@ try:
     import triton  # noqa: F401
 except ImportError:
     pass
+
+# Noise from inside libraries, on every run: torch's forward-mode AD (the MeanFlow JVP) scripts its own
+# decompositions with the deprecated torch.jit.script, and gymnasium warns about ogbench's float64 bounds.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32", category=UserWarning)
 
 __version__ = "0.1.0"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,34 @@ from visual_lps.observations import spec_from_yaml
 CHECKPOINT_PREFIX = "step_"
 
 
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (a `.tmp` folder is an unfinished write)."""
+    return sorted((run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
-    return ckpts[-1] if ckpts else None
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns the deleted ones."""
+    found = checkpoints(run_dir)
+    old = found[:-keep_last] if keep_last > 0 else []
+    for path in old:
+        shutil.rmtree(path)
+    return old
+
+
+def weights_digest(module: torch.nn.Module) -> torch.Tensor:
+    """SHA-256 of every parameter and buffer, as 8 int32 on the module's device: equal digests on all
+    processes mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    words = torch.frombuffer(bytearray(digest.digest()), dtype=torch.int32)
+    return words.to(next(module.parameters()).device)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

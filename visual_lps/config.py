@@ -52,6 +52,14 @@ class TrainConfig:
     """write training scalars to TensorBoard every this many steps"""
     save_every: int = 100_000
     """write a checkpoint every this many steps (and at the end)"""
+    keep_last: int = 0
+    """keep only the newest this many checkpoints (0 keeps all)"""
+    mixed_precision: str | None = None
+    """'no', 'bf16' or 'fp16' autocast; default: as `accelerate launch` / its config says (off)"""
+    compile: bool = False
+    """torch.compile each network (slow first steps; helps on GPUs, about +8% on a CPU)"""
+    channels_last: bool = False
+    """channels-last convolution weights for image encoders (faster on tensor-core GPUs)"""
     out: str | None = None
     """run folder (config, TensorBoard logs, checkpoints); default runs/<task>-task<id>-<agent>-s<seed>"""
     resume: bool = False

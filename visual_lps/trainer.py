@@ -9,10 +9,9 @@ checkpoint files are the main process's job.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
-from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint
+from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint, rotate_checkpoints, weights_digest
 from visual_lps.config import (
     TrainConfig,
     add_dataclass_flags,
@@ -34,6 +33,7 @@ from visual_lps.data.chunks import ChunkSampler, OfflineData
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data
 from visual_lps.data.robot_hdf5 import validate_hdf5
+from visual_lps.faults import NonFiniteWatch, StopRequest
 from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
 from visual_lps.tasks import OGBenchTask, RobotTask, Task, get_task
 
@@ -73,11 +73,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     get_task(train.task)
     checks = {"task_id": 1 <= train.task_id <= 5, "steps": train.steps >= 1, "batch_size": train.batch_size >= 1,
               "eval_every": train.eval_every >= 1, "eval_episodes": train.eval_episodes >= 0,
-              "log_every": train.log_every >= 1, "save_every": train.save_every >= 1}
+              "log_every": train.log_every >= 1, "save_every": train.save_every >= 1, "keep_last": train.keep_last >= 0,
+              "mixed_precision": train.mixed_precision in (None, "no", "bf16", "fp16")}
     for name, ok in checks.items():
         if not ok:
             flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"error: {flag} {getattr(train, name)} is out of range (task id 1..5, counts positive)")
+            raise SystemExit(f"error: {flag} {getattr(train, name)} is out of range (task id 1..5, counts positive, "
+                             f"precision no/bf16/fp16)")
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent][0]
@@ -103,9 +105,9 @@ class TrainingProgress:
         self.step = int(state["step"])
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_last: int) -> Path:
     """Accelerate's save_state into a temporary folder, renamed when complete: a killed write leaves the
-    previous checkpoints as they were."""
+    previous checkpoints as they were. Older checkpoints beyond `keep_last` are then deleted."""
     final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
@@ -119,8 +121,19 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int) -> Path:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        rotate_checkpoints(run_dir, keep_last)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_ranks_in_sync(accelerator: Accelerator, module: torch.nn.Module) -> None:
+    """Every process must hold bit-identical weights (DDP averages the gradients, every process applies
+    the same update): compare a digest of all weights across processes."""
+    if accelerator.num_processes == 1:
+        return
+    digests = accelerator.gather(weights_digest(module)[None]).cpu()
+    if not (digests == digests[0]).all():
+        raise RuntimeError("the processes' weights differ: distributed training is out of sync")
 
 
 def load_data(
@@ -160,14 +173,25 @@ def make_policy(agent: torch.nn.Module, device: torch.device):
     return policy
 
 
-def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
-    """Train, evaluate and checkpoint; returns the last evaluation's metrics (main process)."""
+@dataclass
+class TrainingOutcome:
+    step: int
+    """the last step trained"""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """the last evaluation's (or offline validation's) metrics, on the main process"""
+    stopped_by: str | None = None
+    """the signal that stopped the run early (after a checkpoint), if any"""
+
+
+def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
+    """Train, evaluate and checkpoint until `steps`, a stop signal (checkpoint, then return) or a non-finite
+    value (SystemExit naming it; the last good checkpoint stays)."""
     import yaml
     from torch.utils.tensorboard import SummaryWriter
 
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
 
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
     try:
@@ -188,6 +212,10 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
         agent.set_action_bounds(data.actions.min(axis=0), data.actions.max(axis=0))
         for split in filter(None, (data, valid_data)):
             split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
+    if train_cfg.channels_last:
+        agent.to(memory_format=torch.channels_last)  # convolution weights; image batches follow in preprocess
+    if train_cfg.compile:
+        agent.compile_networks()
     params = [p for p in agent.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
     agent, optimizer = accelerator.prepare(agent, optimizer)
@@ -232,9 +260,6 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
             for k, v in core.validation_metrics(valid_sampler.sample(train_cfg.batch_size)).items():
                 totals[k] = totals.get(k, 0.0) + v.item() / VALIDATION_BATCHES
         core.train()
-        for k, v in totals.items():
-            writer.add_scalar(k, v, step)
-        writer.flush()
         tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in totals.items()))
         return totals
 
@@ -245,52 +270,73 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> dict[str, float]:
             seed=train_cfg.seed * 100_000, frame_stack=agent_cfg.frame_stack, progress=train_cfg.progress,
         )
         core.train()
-        metrics = {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
-        for k, v in metrics.items():
-            writer.add_scalar(k, v, step)
-        writer.flush()
         tqdm.write(f"step {step}: success rate {result.success_rate:.2%} over {train_cfg.eval_episodes} episodes")
-        return metrics
+        return {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
 
-    last_eval: dict[str, float] = {}
+    def checkpoint(step: int) -> None:
+        """Only weights known to be finite and in sync across processes are saved."""
+        watch.check()
+        check_ranks_in_sync(accelerator, core)
+        saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last)
+        if accelerator.num_processes > 1:
+            accelerator.print(f"checkpoint {saved.name}: weights identical on all {accelerator.num_processes} processes")
+
+    outcome = TrainingOutcome(step=progress.step)
+    watch = NonFiniteWatch()
+    stop = StopRequest()
     bar = tqdm(
         total=train_cfg.steps, initial=progress.step, desc="training", unit="step",
         disable=not (accelerator.is_main_process and train_cfg.progress), dynamic_ncols=True,
     )
     tick, tick_step = time.time(), progress.step
-    while progress.step < train_cfg.steps:
-        batch = sampler.sample(train_cfg.batch_size)
-        loss, metrics = agent(batch)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        core.update_targets()
-        progress.step += 1
-        step = progress.step
-        bar.update()
+    try:
+        while progress.step < train_cfg.steps:
+            batch = sampler.sample(train_cfg.batch_size)
+            loss, metrics = agent(batch)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            metrics["train/grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
+                [p.grad for p in params if p.grad is not None])))
+            optimizer.step()
+            core.update_targets()
+            progress.step += 1
+            step = outcome.step = progress.step
+            watch.update(metrics, step)
+            bar.update()
 
-        if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-            values = {k: v.item() for k, v in metrics.items()}
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step}; the run stops here")
-            if writer is not None:
-                now = time.time()
-                values["perf/steps_per_second"] = (step - tick_step) / max(now - tick, 1e-9)
-                tick, tick_step = now, step
-                for k, v in values.items():
+            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                watch.check()
+                names = list(metrics)
+                means = accelerator.reduce(torch.stack([metrics[k].float() for k in names]), "mean").tolist()
+                if writer is not None:
+                    now = time.time()
+                    values = dict(zip(names, means))
+                    values["perf/steps_per_second"] = (step - tick_step) / max(now - tick, 1e-9)
+                    tick, tick_step = now, step
+                    for k, v in values.items():
+                        writer.add_scalar(k, v, step)
+                    bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
+            if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
+                evaluation = run_eval(step) if eval_env is not None else run_validation(step) if valid_data else {}
+                for k, v in evaluation.items():
                     writer.add_scalar(k, v, step)
-                bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
-        if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
-            if eval_env is not None:
-                last_eval = run_eval(step)
-            elif valid_data is not None:
-                last_eval = run_validation(step)
-        if step % train_cfg.save_every == 0 or step == train_cfg.steps:
-            save_checkpoint(accelerator, run_dir, step)
-    bar.close()
-    if writer is not None:
-        writer.close()
+                writer.flush()
+                outcome.metrics = evaluation
+            stopping = stop.should_stop(step, accelerator.device)
+            if stopping or step % train_cfg.save_every == 0 or step == train_cfg.steps:
+                checkpoint(step)
+            if stopping:
+                outcome.stopped_by = stop.signal_name or "a signal to another process"
+                break
+    except FloatingPointError as e:
+        last = latest_checkpoint(run_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+        raise SystemExit(f"error: {e}; the run stops here, {kept}") from None
+    finally:
+        stop.restore()
+        bar.close()
+        if writer is not None:
+            writer.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return last_eval
+    return outcome

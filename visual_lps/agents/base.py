@@ -133,6 +133,12 @@ class ChunkedActorCritic(nn.Module):
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.action_low + (actions + 1) * (self.action_high - self.action_low) / 2
 
+    def compile_networks(self) -> None:
+        """torch.compile every network in place (parameter names, hence checkpoints, are unchanged)."""
+        for module in self.children():
+            if any(True for _ in module.parameters()):
+                module.compile()
+
     @property
     def input_encoder(self) -> nn.Module:
         """The encoder whose `preprocess` and `image_keys` describe the inputs (all encoders agree on them)."""

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from visual_lps.observations import Nested, map_obs, num_rows
 
@@ -70,7 +73,8 @@ def chunk_starts(episode_ends: np.ndarray, horizon: int, terminal_last_rows: np.
 class ChunkSampler:
     """Draws batches of chunks uniformly over valid starts, on `device`, from its own seeded generator.
 
-    Its state (the generator) is part of a checkpoint, so a resumed run draws the batches it would have drawn.
+    Its state (the generator of every process) is part of a checkpoint, so a resumed run draws the batches
+    it would have drawn.
     """
 
     def __init__(
@@ -131,7 +135,21 @@ class ChunkSampler:
         return torch.from_numpy(column[rows.cpu().numpy()]).to(self.device)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        """The generator states of all processes (Accelerate writes the main process's copy only); every
+        process must call this, as `save_state` does."""
+        state = self.generator.get_state()
+        if not (dist.is_available() and dist.is_initialized()):
+            return {"generators": [state]}
+        states: list = [None] * dist.get_world_size()
+        dist.all_gather_object(states, state)
+        return {"generators": states}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        states = state["generators"]
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if len(states) != world:
+            warnings.warn(f"checkpoint written by {len(states)} processes, resumed on {world}: batches are drawn "
+                          f"from fresh per-process seeds and differ from an uninterrupted run", stacklevel=2)
+            return
+        self.generator.set_state(states[rank])

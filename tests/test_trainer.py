@@ -1,0 +1,129 @@
+"""Distributed correctness, exact resume and fault handling of the training loop (visual_lps.trainer)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from tests.test_train import BIN, TINY_NETS, run
+from visual_lps.agents import AGENTS
+from visual_lps.agents.lps import LPSAgent, LPSConfig
+from visual_lps.trainer import parse_args, train
+
+CPU_DDP = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+"""two processes with DDP on the CPU (gloo): the documented way to check distributed runs without GPUs"""
+
+
+def visual(data_dir: Path, out: Path) -> list[str]:
+    """A tiny visual run: augmentation, frame stacks and the MeanFlow noise all draw random numbers."""
+    return ["train.py", "--task", "visual-cube", "--dataset-dir", str(data_dir), "--out", str(out), *TINY_NETS,
+            "--eval-episodes", "0", "--log-every", "1"]
+
+
+def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors")
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(sys.executable, *visual(tiny_visual_dir, straight), "--steps", "6", "--save-every", "3")
+    run(sys.executable, *visual(tiny_visual_dir, split), "--steps", "3", "--save-every", "3")
+    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), "--steps", "6")
+    assert "resumed from" in resumed.stdout and "at step 3" in resumed.stdout
+    assert_identical(weights(straight, 6), weights(split, 6))
+    assert not torch.equal(weights(split, 3)["critic.net.hidden.0.weight"], weights(split, 6)["critic.net.hidden.0.weight"])
+
+
+def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_cube_dir: Path, tmp_path: Path):
+    def args(out: Path) -> list[str]:
+        return ["train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+                *TINY_NETS, "--eval-episodes", "0", "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
+
+    env_cpu = {"ACCELERATE_USE_CPU": "1"}
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    first = run_env(env_cpu, *CPU_DDP, *args(straight), "--steps", "6")
+    assert "weights identical on all 2 processes" in first.stdout
+    assert first.stdout.count("run folder:") == 1  # reported by the main process only
+    run_env(env_cpu, *CPU_DDP, *args(split), "--steps", "4")
+    run_env(env_cpu, *CPU_DDP, "train.py", "--resume", "--out", str(split), "--steps", "6")
+    assert_identical(weights(straight, 6), weights(split, 6))
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
+
+    # Each process draws its own batches, and each one's sampler state is in the checkpoint.
+    sampler_states = sorted((straight / "checkpoints" / "step_00000006").glob("custom_checkpoint_*.pkl"))
+    generators = [torch.load(p, weights_only=False) for p in sampler_states]
+    generators = next(g["generators"] for g in generators if "generators" in g)
+    assert len(generators) == 2 and not torch.equal(generators[0], generators[1])
+
+
+def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*args], cwd=REPO, capture_output=True, text=True, timeout=300, env=os.environ | env)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_checkpoints_and_exits_cleanly_then_resume_continues(tiny_cube_dir: Path, tmp_path: Path, sig):
+    out = tmp_path / "run"
+    command = [sys.executable, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir),
+               "--out", str(out), *TINY_NETS, "--eval-episodes", "0", "--steps", "1000000", "--save-every", "1000000",
+               "--log-every", "10"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "tb").glob("events.*")):  # written just before training begins
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.5)
+    time.sleep(3)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"stopped by {sig.name} after step" in stdout
+    stopped_at = int(stdout.split("after step ")[1].split()[0])
+    assert (out / "checkpoints" / f"step_{stopped_at:08d}").is_dir()
+    resumed = run(sys.executable, "train.py", "--resume", "--out", str(out), "--steps", str(stopped_at + 2))
+    assert f"at step {stopped_at}" in resumed.stdout
+    assert (out / "checkpoints" / f"step_{stopped_at + 2:08d}").is_dir()
+
+
+class PoisonedLPS(LPSAgent):
+    """LPS whose rewards turn NaN in its 5th update: a stand-in for a diverging run."""
+
+    calls = 0
+
+    def forward(self, batch):
+        PoisonedLPS.calls += 1
+        if PoisonedLPS.calls == 5:
+            batch = batch | {"rewards": batch["rewards"] * float("nan")}
+        return super().forward(batch)
+
+
+def test_a_non_finite_loss_stops_the_run_naming_it_and_keeps_the_last_good_checkpoint(
+    tiny_cube_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(AGENTS, "lps", (LPSConfig, PoisonedLPS))
+    out = tmp_path / "run"
+    train_cfg, agent_cfg = parse_args(["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+                                       *TINY_NETS, "--eval-episodes", "0", "--steps", "10", "--save-every", "2",
+                                       "--log-every", "3"])
+    with pytest.raises(SystemExit) as stop:
+        train(train_cfg, agent_cfg)
+    message = str(stop.value)
+    assert "non-finite critic/loss at step 5" in message and "train/grad_norm at step 5" in message
+    assert "the last good checkpoint is" in message and "step_00000004" in message
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    assert all(torch.isfinite(v).all() for v in weights(out, 4).values())
