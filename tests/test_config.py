@@ -1,10 +1,13 @@
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import REPO
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, field_docs
 from visual_lps.tasks import CONFIG_DIR, TASKS
@@ -56,3 +59,25 @@ def test_out_of_range_flags_are_named():
         parse_args(["--task-id", "6"])
     with pytest.raises(SystemExit, match="--batch-size 0"):
         parse_args(["--batch-size", "0"])
+
+
+@pytest.mark.parametrize("name, processes, machines", [("single_gpu", 1, 1), ("multi_gpu", 8, 1), ("multi_node", 16, 2)])
+def test_accelerate_configs_load(name: str, processes: int, machines: int):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(CONFIG_DIR / "accelerate" / f"{name}.yaml"))
+    assert (config.num_processes, config.num_machines, config.use_cpu) == (processes, machines, False)
+
+
+def test_processes_that_form_no_group_are_refused(tiny_cube_dir, tmp_path):
+    """A config with use_cpu: true starts N processes that each believe they are alone."""
+    config = tmp_path / "cpu.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\n"
+                      "num_processes: 2\nmachine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\n")
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    result = subprocess.run([accelerate, "launch", "--config_file", str(config), "train.py", "--task", "cube-single",
+                             "--dataset-dir", str(tiny_cube_dir), "--out", str(tmp_path / "run"), "--steps", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -127,3 +127,22 @@ def test_a_non_finite_loss_stops_the_run_naming_it_and_keeps_the_last_good_check
     assert "the last good checkpoint is" in message and "step_00000004" in message
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
     assert all(torch.isfinite(v).all() for v in weights(out, 4).values())
+
+
+def test_sigterm_to_a_two_process_launcher_reaches_both_processes_which_checkpoint_together(
+    tiny_cube_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "run"
+    command = [*CPU_DDP, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+               *TINY_NETS, "--eval-episodes", "0", "--steps", "1000000", "--save-every", "1000000", "--log-every", "10"]
+    launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | {"ACCELERATE_USE_CPU": "1"}, start_new_session=True)
+    deadline = time.time() + 120
+    while not list((out / "tb").glob("events.*")):
+        assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
+        time.sleep(0.5)
+    time.sleep(3)
+    launcher.send_signal(signal.SIGTERM)  # as a scheduler preempting the job would; torchrun forwards it
+    stdout, stderr = launcher.communicate(timeout=120)
+    assert "stopped by SIGTERM" in stdout and "weights identical on all 2 processes" in stdout, stderr[-3000:]
+    assert len(list((out / "checkpoints").glob("step_*"))) == 1

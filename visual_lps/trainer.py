@@ -9,6 +9,7 @@ checkpoint files are the main process's job.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -192,6 +193,13 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
 
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise SystemExit(
+            f"error: launched as {launched} processes, but Accelerate joined them into no process group (a config "
+            f"with use_cpu: true or --cpu does this); on CPUs use: ACCELERATE_USE_CPU=1 accelerate launch "
+            f"--multi_gpu --num_processes {launched} train.py ..."
+        )
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
     try:
