@@ -284,8 +284,11 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     def checkpoint(step: int) -> None:
         """Only weights known to be finite and in sync across processes are saved."""
         watch.check()
+        start = time.time()
         check_ranks_in_sync(accelerator, core)
         saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last)
+        if writer is not None:
+            writer.add_scalar("perf/checkpoint_seconds", time.time() - start, step)
         if accelerator.num_processes > 1:
             accelerator.print(f"checkpoint {saved.name}: weights identical on all {accelerator.num_processes} processes")
 

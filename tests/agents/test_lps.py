@@ -173,8 +173,8 @@ def image_batch(batch_size: int = 8) -> dict[str, torch.Tensor]:
 
 def image_agent(**overrides) -> LPSAgent:
     torch.manual_seed(0)
-    config = LPSConfig(encoder="impala_small", frame_stack=2, augment_prob=1.0, horizon=2, **(SMALL | overrides))
-    return LPSAgent(config, obs_spec=(2, 16, 16, 3), action_dim=2)
+    options = dict(encoder="impala_small", frame_stack=2, augment_prob=1.0, horizon=2) | SMALL | overrides
+    return LPSAgent(LPSConfig(**options), obs_spec=(2, 16, 16, 3), action_dim=2)
 
 
 def grads_after(agent: LPSAgent, loss: torch.Tensor, module: torch.nn.Module) -> list:
