@@ -49,10 +49,11 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir:
     assert not torch.equal(weights(split, 3)["critic.net.hidden.0.weight"], weights(split, 6)["critic.net.hidden.0.weight"])
 
 
-def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_cube_dir: Path, tmp_path: Path):
+def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path, tmp_path: Path):
+    """DDP with the shared image encoder feeding prior, critic and actor in one backward pass."""
+
     def args(out: Path) -> list[str]:
-        return ["train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
-                *TINY_NETS, "--eval-episodes", "0", "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
+        return [*visual(tiny_visual_dir, out), "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
 
     env_cpu = {"ACCELERATE_USE_CPU": "1"}
     straight, split = tmp_path / "straight", tmp_path / "split"
