@@ -221,7 +221,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         for split in filter(None, (data, valid_data)):
             split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
     if train_cfg.channels_last:
-        agent.to(memory_format=torch.channels_last)  # convolution weights; image batches follow in preprocess
+        agent.to(memory_format=torch.channels_last)  # convolution weights; their activations follow suit
     if train_cfg.compile:
         agent.compile_networks()
     params = [p for p in agent.parameters() if p.requires_grad]
