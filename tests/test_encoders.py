@@ -98,3 +98,15 @@ def test_missing_or_misplaced_weights_are_clear_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pth: cannot read weights"):
         build_encoder("timm:resnet18", (64, 64, 3), weights=str(tmp_path / "junk.pth"))
+
+
+def test_proprioception_is_standardised_with_the_dataset_statistics():
+    encoder = build_encoder("impala_small", {"front_image": (2, 16, 16, 3), "joints": (2, 3), "gripper": (2, 1)})
+    encoder.set_state_statistics({"joints": torch.tensor([1.0, 2.0, 3.0]), "gripper": torch.tensor([0.5])},
+                                 {"joints": torch.tensor([2.0, 2.0, 4.0]), "gripper": torch.tensor([0.25])})
+    joints = torch.tensor([[[3.0, 2.0, 7.0], [1.0, 4.0, 3.0]]])  # two stacked frames
+    inputs = encoder.preprocess({"front_image": frames(1, 2, 16, 16, 3), "joints": joints,
+                                 "gripper": torch.tensor([[[1.0], [0.0]]])})
+    assert inputs["joints"].tolist() == [[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]]
+    assert inputs["gripper"].tolist() == [[2.0, -2.0]]
+    assert {"state_mean", "state_std"} <= set(encoder.state_dict())

@@ -160,7 +160,8 @@ class TimmEncoder(nn.Module):
 class MultiModalEncoder(nn.Module):
     """Named observations, as in robot datasets: each `<camera>_image` gets its own image encoder (so
     cameras with different views or sizes do not share filters), the other keys (proprioception) are
-    flattened; features are concatenated in key order."""
+    flattened and standardised with the dataset's statistics (buffers, so they travel with checkpoints);
+    features are concatenated in key order."""
 
     def __init__(self, image_encoder: str, spec: Mapping[str, tuple[int, ...]], weights: str = ""):
         super().__init__()
@@ -170,15 +171,32 @@ class MultiModalEncoder(nn.Module):
         self.cameras = nn.ModuleDict(
             {key: build_image_encoder(image_encoder, spec[key], weights, key) for key in self.image_keys}
         )
-        self.state_dim = sum(math.prod(spec[key]) for key in self.state_keys)
+        self.state_frames = {key: math.prod(spec[key][:-1]) for key in self.state_keys}
+        sizes = [math.prod(spec[key]) for key in self.state_keys]
+        ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+        self.state_slices = {key: slice(end - size, end) for key, size, end in zip(self.state_keys, sizes, ends)}
+        self.state_dim = sum(sizes)
+        self.register_buffer("state_mean", torch.zeros(self.state_dim))
+        self.register_buffer("state_std", torch.ones(self.state_dim))
         self.feature_dim = sum(encoder.feature_dim for encoder in self.cameras.values()) + self.state_dim
+
+    def set_state_statistics(self, mean: Mapping[str, torch.Tensor], std: Mapping[str, torch.Tensor]) -> None:
+        """Per-key statistics of one row (D,), repeated over stacked frames."""
+        for key in self.state_keys:
+            where = self.state_slices[key]
+            self.state_mean[where] = torch.as_tensor(mean[key], dtype=torch.float32).repeat(self.state_frames[key])
+            self.state_std[where] = torch.as_tensor(std[key], dtype=torch.float32).repeat(self.state_frames[key])
 
     def preprocess(self, observations: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         missing = [key for key in (*self.image_keys, *self.state_keys) if key not in observations]
         if missing:
             raise KeyError(f"observation keys {missing} missing (have {sorted(observations)})")
         images = {key: images_to_float(observations[key]) for key in self.image_keys}
-        return images | {key: observations[key].flatten(1).float() for key in self.state_keys}
+        states = {}
+        for key in self.state_keys:
+            where = self.state_slices[key]
+            states[key] = (observations[key].flatten(1).float() - self.state_mean[where]) / self.state_std[where]
+        return images | states
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.cameras[key](inputs[key]) for key in self.image_keys]

@@ -32,7 +32,7 @@ from visual_lps.config import (
 )
 from visual_lps.data.chunks import ChunkSampler, OfflineData
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
-from visual_lps.data.robot_data import load_robot_data
+from visual_lps.data.robot_data import load_robot_data, state_statistics
 from visual_lps.data.robot_hdf5 import validate_hdf5
 from visual_lps.faults import NonFiniteWatch, StopRequest
 from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
@@ -216,8 +216,10 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
     if isinstance(task, RobotTask):
-        # The agent works in [-1, 1]; the bounds of the training demos travel with it and undo this in act().
+        # The agent works in [-1, 1] and on standardised proprioception; the statistics of the training demos
+        # are buffers of the agent, so they travel with every checkpoint (act() undoes the action scaling).
         agent.set_action_bounds(data.actions.min(axis=0), data.actions.max(axis=0))
+        agent.set_state_statistics(*state_statistics(data))
         for split in filter(None, (data, valid_data)):
             split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
     if train_cfg.channels_last:

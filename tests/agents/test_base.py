@@ -34,3 +34,14 @@ def test_action_bounds_map_to_and_from_the_unit_box():
     assert normalized.tolist() == [[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]
     assert torch.allclose(agent.unnormalize_actions(normalized), actions)
     assert "action_low" in agent.state_dict()  # travels with every checkpoint
+
+
+def test_state_statistics_reach_every_encoder_including_the_target_copy():
+    from visual_lps.agents.lps import LPSAgent, LPSConfig
+    from tests.agents.test_lps import SMALL
+
+    spec = {"front_image": (16, 16, 3), "joints": (3,)}
+    agent = LPSAgent(LPSConfig(encoder="impala_small", shared_encoder=False, **SMALL), obs_spec=spec, action_dim=2)
+    agent.set_state_statistics({"joints": torch.tensor([1.0, 2.0, 3.0])}, {"joints": torch.tensor([4.0, 5.0, 6.0])})
+    for encoder in [*agent.encoders.values(), agent.target_encoder]:
+        assert encoder.state_mean.tolist() == [1.0, 2.0, 3.0] and encoder.state_std.tolist() == [4.0, 5.0, 6.0]

@@ -124,6 +124,12 @@ class ChunkedActorCritic(nn.Module):
         self.action_low.copy_(torch.as_tensor(low, dtype=torch.float32))
         self.action_high.copy_(torch.as_tensor(high, dtype=torch.float32))
 
+    def set_state_statistics(self, mean: dict, std: dict) -> None:
+        """Standardise proprioception (per key) in every encoder that reads named observations."""
+        encoders = [self.encoder] if self.config.shared_encoder else [*self.encoders.values(), self.target_encoder]
+        for encoder in encoders:
+            encoder.set_state_statistics(mean, std)
+
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Robot units -> [-1, 1] per dimension; a dimension that never varies maps to 0."""
         span = self.action_high - self.action_low

@@ -16,6 +16,7 @@ import numpy as np
 
 from visual_lps.data.chunks import OfflineData
 from visual_lps.data.robot_hdf5 import mask_names
+from visual_lps.observations import IMAGE_SUFFIX
 
 CACHE_MODES = ("auto", "ram", "none")
 RAM_FRACTION = 0.5
@@ -108,3 +109,17 @@ def load_robot_data(path: str | Path, split: str = "train", cache: str = "auto")
         episode_ends=episode_ends,
         complete_last_rows=True,
     )
+
+
+def state_statistics(data: OfflineData, min_std: float = 1e-6) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Mean and standard deviation per proprioception key (non-image keys) over the rows of `data`; a
+    dimension that never varies gets a standard deviation of 1."""
+    means, stds = {}, {}
+    for key, column in data.observations.items():
+        if key.endswith(IMAGE_SUFFIX):
+            continue
+        values = (column if isinstance(column, np.ndarray) else column.read_all()).astype(np.float64)
+        means[key] = values.mean(axis=0)
+        std = values.std(axis=0)
+        stds[key] = np.where(std > min_std, std, 1.0)
+    return means, stds
