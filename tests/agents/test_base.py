@@ -2,7 +2,8 @@
 
 import torch
 
-from tests.agents.test_lps import image_agent, image_batch, make_agent, random_batch
+from tests.agents.test_lps import SMALL, image_agent, image_batch, make_agent, random_batch
+from visual_lps.agents.lps import LPSAgent, LPSConfig
 
 
 def test_compiled_networks_keep_their_names_and_results():
@@ -37,9 +38,6 @@ def test_action_bounds_map_to_and_from_the_unit_box():
 
 
 def test_state_statistics_reach_every_encoder_including_the_target_copy():
-    from visual_lps.agents.lps import LPSAgent, LPSConfig
-    from tests.agents.test_lps import SMALL
-
     spec = {"front_image": (16, 16, 3), "joints": (3,)}
     agent = LPSAgent(LPSConfig(encoder="impala_small", shared_encoder=False, **SMALL), obs_spec=spec, action_dim=2)
     agent.set_state_statistics({"joints": torch.tensor([1.0, 2.0, 3.0])}, {"joints": torch.tensor([4.0, 5.0, 6.0])})
