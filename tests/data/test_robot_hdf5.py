@@ -1,9 +1,12 @@
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from visual_lps.data.robot_data import H5Rows, load_robot_data
 from visual_lps.data.robot_hdf5 import (
     DatasetFormatError,
@@ -129,3 +132,17 @@ def test_loading_from_disk_equals_loading_into_ram(tmp_path):
     for key in ("front_image", "joints"):
         np.testing.assert_array_equal(disk.observations[key][rows], ram.observations[key][rows])
     assert ram.episode_ends.nonzero()[0].tolist() == [8, 15, 26] and ram.complete_last_rows
+
+
+def test_validate_tool_prints_a_summary_or_names_the_problem(tmp_path):
+    path = tmp_path / "robot.hdf5"
+    write(path, [make_episode(6, seed=i) for i in range(3)], valid_fraction=0.34)
+    good = subprocess.run([sys.executable, "tools/validate_hdf5.py", str(path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert good.returncode == 0 and "episodes 3 (train 2, valid 1), frames 18" in good.stdout
+    assert "cameras: front 12x16, wrist 8x8" in good.stdout and "success rate 100.0%" in good.stdout
+    with h5py.File(path, "a") as f:
+        del f["mask/valid"]
+    bad = subprocess.run([sys.executable, "tools/validate_hdf5.py", str(path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "mask/train and mask/valid are required" in bad.stderr
