@@ -13,6 +13,7 @@ entries that are images (`None`: the whole input is one image; empty: no images)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -173,7 +174,7 @@ class MultiModalEncoder(nn.Module):
         )
         self.state_frames = {key: math.prod(spec[key][:-1]) for key in self.state_keys}
         sizes = [math.prod(spec[key]) for key in self.state_keys]
-        ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+        ends = list(itertools.accumulate(sizes))
         self.state_slices = {key: slice(end - size, end) for key, size, end in zip(self.state_keys, sizes, ends)}
         self.state_dim = sum(sizes)
         self.register_buffer("state_mean", torch.zeros(self.state_dim))

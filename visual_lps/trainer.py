@@ -230,10 +230,17 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
     agent, optimizer = accelerator.prepare(agent, optimizer)
     core = accelerator.unwrap_model(agent)
-    sampler = ChunkSampler(
-        data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index,
-        frame_stack=agent_cfg.frame_stack,
-    )
+    def make_sampler(split: OfflineData, seed: int, what: str) -> ChunkSampler:
+        try:
+            return ChunkSampler(split, agent_cfg.horizon, accelerator.device, seed=seed,
+                                frame_stack=agent_cfg.frame_stack)
+        except ValueError as e:
+            raise SystemExit(f"error: {path}: {what}: {e}") from None
+
+    sampler = make_sampler(data, train_cfg.seed * 1000 + accelerator.process_index, "training demos")
+    valid_sampler = None  # offline metrics of robot runs, main process only; fixed batches (reseeded each time)
+    if valid_data is not None and accelerator.is_main_process:
+        valid_sampler = make_sampler(valid_data, train_cfg.seed, "held-out (mask/valid) demos")
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress, sampler)
 
@@ -263,8 +270,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     def run_validation(step: int) -> dict[str, float]:
         """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""
         core.eval()
-        valid_sampler = ChunkSampler(valid_data, agent_cfg.horizon, accelerator.device, seed=train_cfg.seed,
-                                     frame_stack=agent_cfg.frame_stack)
+        valid_sampler.generator.manual_seed(train_cfg.seed)
         totals: dict[str, float] = {}
         for _ in range(VALIDATION_BATCHES):
             for k, v in core.validation_metrics(valid_sampler.sample(train_cfg.batch_size)).items():
@@ -330,7 +336,11 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
                         writer.add_scalar(k, v, step)
                     bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
             if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
-                evaluation = run_eval(step) if eval_env is not None else run_validation(step) if valid_data else {}
+                evaluation = {}
+                if eval_env is not None:
+                    evaluation = run_eval(step)
+                elif valid_sampler is not None:
+                    evaluation = run_validation(step)
                 for k, v in evaluation.items():
                     writer.add_scalar(k, v, step)
                 writer.flush()

@@ -202,7 +202,11 @@ class ChunkedActorCritic(nn.Module):
             "valid/q_demo": q_demo.mean(),
             "valid/q_policy": q_policy.mean(),
             "valid/q_gap": (q_policy.min(dim=0).values - q_demo.min(dim=0).values).mean(),
-        }
+        } | self.extra_validation_metrics(features, demo)
+
+    def extra_validation_metrics(self, features: Features, demo: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Agent-specific offline metrics from the same features; none by default."""
+        return {}
 
     @torch.no_grad()
     def td_target(self, batch: Batch, next_features: torch.Tensor, next_actions: torch.Tensor) -> torch.Tensor:

@@ -79,22 +79,23 @@ class LPSAgent(ChunkedActorCritic):
     def policy(self, features: Features) -> torch.Tensor:
         return self.prior.sample(features["prior"], self.actor(features["actor"]))
 
-    @torch.no_grad()
-    def act_prior(self, observations, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The prior alone (flow BC) from uniform noise on the sphere: what LPS steers away from."""
-        features = self.encode(observations)["prior"]
-        noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
-        return self.unnormalize_actions(self.prior.sample(features, noise).view(-1, self.config.horizon, self.action_dim))
+    def prior_actions(self, features: Features, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The prior alone (flow BC) from uniform noise on the sphere, (B, chunk_dim) in [-1, 1]: what LPS
+        steers away from."""
+        noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device,
+                              generator=generator)
+        return self.prior.sample(features["prior"], noise)
 
     @torch.no_grad()
-    def validation_metrics(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The base metrics, and the prior's (flow BC's) action error for comparison."""
-        metrics = super().validation_metrics(batch)
-        features = self.encode(batch["observations"])["prior"]
-        generator = torch.Generator(features.device).manual_seed(0)  # the training RNG streams stay untouched
-        noise = sample_sphere(features.shape[0], self.chunk_dim, device=features.device, generator=generator)
-        prior_actions = self.prior.sample(features, noise)
-        return metrics | {"valid/prior_action_mse": (prior_actions - batch["actions"].flatten(1)).pow(2).mean()}
+    def act_prior(self, observations, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`prior_actions` for observations, as chunks (B, horizon, action_dim) in the dataset's units."""
+        actions = self.prior_actions(self.encode(observations), generator)
+        return self.unnormalize_actions(actions.view(-1, self.config.horizon, self.action_dim))
+
+    def extra_validation_metrics(self, features: Features, demo: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The prior's (flow BC's) action error, for comparison with the policy's."""
+        generator = torch.Generator(demo.device).manual_seed(0)  # the training RNG streams stay untouched
+        return {"valid/prior_action_mse": (self.prior_actions(features, generator) - demo).pow(2).mean()}
 
     def actor_loss(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor (and its own encoder, if any)
