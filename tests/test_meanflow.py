@@ -39,7 +39,7 @@ def test_target_is_velocity_when_r_equals_t():
 
 def test_sampled_times_are_sorted_and_flow_fraction_has_r_equal_t():
     prior = make_prior()
-    t, r, num_flow = prior.sample_t_r(1000, torch.device("cpu"))
+    t, r, num_flow = prior.times(prior.draw_noise(1000, torch.device("cpu"))["time_normals"])
     assert num_flow == 750
     assert ((0 < r) & (r <= t) & (t < 1)).all()
     assert torch.equal(t[:num_flow], r[:num_flow])
@@ -49,7 +49,7 @@ def test_sampled_times_are_sorted_and_flow_fraction_has_r_equal_t():
 def test_loss_is_finite_and_trains_the_prior():
     prior = make_prior().float()
     actions = torch.rand(64, 4) * 2 - 1
-    loss, metrics = prior.loss(torch.randn(64, 3), actions)
+    loss, metrics = prior.loss(torch.randn(64, 3), actions, prior.draw_noise(64, torch.device("cpu")))
     assert torch.isfinite(loss) and set(metrics) == {"prior/loss", "prior/mse"}
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prior.parameters())

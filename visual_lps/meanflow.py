@@ -52,13 +52,22 @@ class MeanFlowPrior(nn.Module):
         out = self(*inputs) if params is None else torch.func.functional_call(self, params, inputs)
         return out.clamp(-1.0, 1.0)
 
-    def sample_t_r(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None):
-        """Two logit-normal times sorted so r <= t; the first `flow_ratio` of the batch has r = t."""
-        times = torch.sigmoid(
-            torch.randn(batch_size, 2, device=device, generator=generator) * self.t_std + self.t_mean
-        )
+    def draw_noise(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The random inputs of one loss: noise on the sphere (B, d) and standard normals (B, 2) for the times.
+        Drawn apart from the loss so that the loss is a deterministic function (one compiled graph)."""
+        return {
+            "eps": sample_sphere(batch_size, self.action_dim, device=device, generator=generator),
+            "time_normals": torch.randn(batch_size, 2, device=device, generator=generator),
+        }
+
+    def times(self, time_normals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Two logit-normal times per row from standard normals, sorted so r <= t; the first `flow_ratio` of the
+        batch has r = t. Returns (t, r, number of rows with r = t)."""
+        times = torch.sigmoid(time_normals * self.t_std + self.t_mean)
         t, r = times.max(dim=1, keepdim=True).values, times.min(dim=1, keepdim=True).values
-        num_flow = int(self.flow_ratio * batch_size)
+        num_flow = int(self.flow_ratio * len(time_normals))
         r = torch.cat([t[:num_flow], r[num_flow:]])
         return t, r, num_flow
 
@@ -79,15 +88,13 @@ class MeanFlowPrior(nn.Module):
         return v - (t - r).clamp(0.0, 1.0) * (v - dg)
 
     def loss(
-        self,
-        features: torch.Tensor,
-        actions: torch.Tensor,
-        generator: torch.Generator | None = None,
+        self, features: torch.Tensor, actions: torch.Tensor, noise: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MeanFlow behaviour-cloning loss with adaptive weighting; actions are flattened chunks in [-1, 1]."""
+        """MeanFlow behaviour-cloning loss with adaptive weighting; actions are flattened chunks in [-1, 1],
+        `noise` comes from `draw_noise`."""
         batch_size = actions.shape[0]
-        eps = sample_sphere(batch_size, self.action_dim, device=actions.device, generator=generator)
-        t, r, num_flow = self.sample_t_r(batch_size, actions.device, generator)
+        eps = noise["eps"]
+        t, r, num_flow = self.times(noise["time_normals"])
         z_t = (1.0 - t) * actions + t * eps
         v = eps - actions
 

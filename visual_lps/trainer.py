@@ -34,9 +34,10 @@ from visual_lps.data.chunks import ChunkSampler, OfflineData
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
 from visual_lps.data.robot_hdf5 import validate_hdf5
-from visual_lps.faults import NonFiniteWatch, StopRequest
+from visual_lps.faults import StopRequest
 from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
 from visual_lps.tasks import OGBenchTask, RobotTask, Task, get_task
+from visual_lps.update import UpdateStep
 
 VALIDATION_BATCHES = 4
 """batches of held-out demos averaged for the offline metrics of robot runs"""
@@ -75,12 +76,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     checks = {"task_id": 1 <= train.task_id <= 5, "steps": train.steps >= 1, "batch_size": train.batch_size >= 1,
               "eval_every": train.eval_every >= 1, "eval_episodes": train.eval_episodes >= 0,
               "log_every": train.log_every >= 1, "save_every": train.save_every >= 1, "keep_last": train.keep_last >= 0,
-              "mixed_precision": train.mixed_precision in (None, "no", "bf16", "fp16")}
+              "mixed_precision": train.mixed_precision in (None, "no", "bf16")}
     for name, ok in checks.items():
         if not ok:
             flag = "--" + name.replace("_", "-")
             raise SystemExit(f"error: {flag} {getattr(train, name)} is out of range (task id 1..5, counts positive, "
-                             f"precision no/bf16/fp16)")
+                             f"precision no/bf16)")
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent][0]
@@ -164,6 +165,12 @@ def load_data(
     return load_ogbench_task_data(path, task, train_cfg.task_id, sparse), None, path, sparse
 
 
+def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA only:
+    on a CPU the compilation costs more time than a short run saves."""
+    return device.type == "cuda" if train_cfg.compile is None else train_cfg.compile
+
+
 def make_policy(agent: torch.nn.Module, device: torch.device):
     """observation (numpy) -> action chunk (numpy, (h, action_dim)) with the agent's act()."""
 
@@ -193,6 +200,9 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
 
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
+    if accelerator.mixed_precision == "fp16":
+        raise SystemExit("error: mixed precision fp16 is not supported (it needs loss scaling): use bf16 "
+                         "(--mixed-precision bf16, or in the Accelerate config)")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise SystemExit(
@@ -224,23 +234,25 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
     if train_cfg.channels_last:
         agent.to(memory_format=torch.channels_last)  # convolution weights; their activations follow suit
-    if train_cfg.compile:
-        agent.compile_networks()
     params = [p for p in agent.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
-    agent, optimizer = accelerator.prepare(agent, optimizer)
-    core = accelerator.unwrap_model(agent)
-    def make_sampler(split: OfflineData, seed: int, what: str) -> ChunkSampler:
+    # Adam's state lives in this optimiser (checkpointed by Accelerate); the update applies it (UpdateStep).
+    # `fused` keeps its step counts on the device when a checkpoint is loaded.
+    adam = torch.optim.Adam(params, lr=agent_cfg.lr, fused=accelerator.device.type in ("cpu", "cuda"))
+    # No DDP wrapper: UpdateStep averages the gradients itself, inside the one compiled graph.
+    core = accelerator.prepare_model(agent, evaluation_mode=True)
+    accelerator.prepare_optimizer(adam)
+    def make_sampler(split: OfflineData, seed: int, what: str, random_inputs) -> ChunkSampler:
         try:
             return ChunkSampler(split, agent_cfg.horizon, accelerator.device, seed=seed,
-                                frame_stack=agent_cfg.frame_stack)
+                                frame_stack=agent_cfg.frame_stack, draw_random=random_inputs)
         except ValueError as e:
             raise SystemExit(f"error: {path}: {what}: {e}") from None
 
-    sampler = make_sampler(data, train_cfg.seed * 1000 + accelerator.process_index, "training demos")
+    sampler = make_sampler(data, train_cfg.seed * 1000 + accelerator.process_index, "training demos",
+                           core.draw_random_inputs)
     valid_sampler = None  # offline metrics of robot runs, main process only; fixed batches (reseeded each time)
     if valid_data is not None and accelerator.is_main_process:
-        valid_sampler = make_sampler(valid_data, train_cfg.seed, "held-out (mask/valid) demos")
+        valid_sampler = make_sampler(valid_data, train_cfg.seed, "held-out (mask/valid) demos", None)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress, sampler)
 
@@ -291,7 +303,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
 
     def checkpoint(step: int) -> None:
         """Only weights known to be finite and in sync across processes are saved."""
-        watch.check()
+        update.check_finite()
         start = time.time()
         check_ranks_in_sync(accelerator, core)
         saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last)
@@ -301,7 +313,9 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             accelerator.print(f"checkpoint {saved.name}: weights identical on all {accelerator.num_processes} processes")
 
     outcome = TrainingOutcome(step=progress.step)
-    watch = NonFiniteWatch()
+    update = UpdateStep(core, adam, compile=compile_update(train_cfg, accelerator.device),
+                        mixed_precision=accelerator.mixed_precision, first_step=progress.step)
+    accelerator.print(f"update: {update.describe()}")
     stop = StopRequest()
     bar = tqdm(
         total=train_cfg.steps, initial=progress.step, desc="training", unit="step",
@@ -310,26 +324,15 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     tick, tick_step = time.time(), progress.step
     try:
         while progress.step < train_cfg.steps:
-            batch = sampler.sample(train_cfg.batch_size)
-            loss, metrics = agent(batch)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            metrics["train/grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
-                [p.grad for p in params if p.grad is not None])))
-            optimizer.step()
-            core.update_targets()
+            update(sampler.sample(train_cfg.batch_size))
             progress.step += 1
             step = outcome.step = progress.step
-            watch.update(metrics, step)
             bar.update()
 
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                watch.check()
-                names = list(metrics)
-                means = accelerator.reduce(torch.stack([metrics[k].float() for k in names]), "mean").tolist()
+                values = update.metrics()  # means since the last log, over all processes; raises on NaN/inf
                 if writer is not None:
                     now = time.time()
-                    values = dict(zip(names, means))
                     values["perf/steps_per_second"] = (step - tick_step) / max(now - tick, 1e-9)
                     tick, tick_step = now, step
                     for k, v in values.items():

@@ -21,6 +21,7 @@ def random_batch(agent: LPSAgent, batch_size: int = 16) -> dict[str, torch.Tenso
         "actions": torch.rand(batch_size, h, a) * 2 - 1,
         "rewards": -torch.rand(batch_size, h),
         "masks": torch.ones(batch_size, h),
+        "random": agent.draw_random_inputs(batch_size, torch.device("cpu")),
     }
 
 
@@ -50,7 +51,7 @@ def test_each_loss_of_the_objective_reaches_only_its_own_network():
     critic_loss.backward()
     assert all(g is None for g in grads(agent.actor) + grads(agent.prior) + grads(agent.target_critic))
     agent.zero_grad(set_to_none=True)
-    prior_loss, _ = agent.prior.loss(features, batch["actions"].flatten(1))
+    prior_loss, _ = agent.prior.loss(features, batch["actions"].flatten(1), batch["random"]["prior"])
     prior_loss.backward()
     assert all(g is None for g in grads(agent.actor) + grads(agent.critic))
 
@@ -123,7 +124,7 @@ def train_on_bandit(data: OfflineData, seed: int, steps: int) -> LPSAgent:
     torch.manual_seed(seed)
     config = LPSConfig(horizon=1, prior_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), actor_hidden_dims=(32,))
     agent = LPSAgent(config, obs_spec=(1,), action_dim=2)
-    sampler = ChunkSampler(data, horizon=1, device="cpu", seed=seed)
+    sampler = ChunkSampler(data, horizon=1, device="cpu", seed=seed, draw_random=agent.draw_random_inputs)
     optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=1e-3)
     for _ in range(steps):
         loss, _ = agent(sampler.sample(128))
@@ -165,10 +166,11 @@ def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_n
 STEPS = 1000
 
 
-def image_batch(batch_size: int = 8) -> dict[str, torch.Tensor]:
+def image_batch(agent: LPSAgent, batch_size: int = 8) -> dict[str, torch.Tensor]:
     frames = torch.randint(0, 256, (batch_size, 2, 16, 16, 3), dtype=torch.uint8)
     return {"observations": frames, "next_observations": frames.flip(0), "actions": torch.rand(batch_size, 2, 2) * 2 - 1,
-            "rewards": -torch.ones(batch_size, 2), "masks": torch.ones(batch_size, 2)}
+            "rewards": -torch.ones(batch_size, 2), "masks": torch.ones(batch_size, 2),
+            "random": agent.draw_random_inputs(batch_size, torch.device("cpu"))}
 
 
 def image_agent(**overrides) -> LPSAgent:
@@ -192,7 +194,8 @@ def untouched(grads: list) -> bool:
 
 
 def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_actor_loss():
-    agent, batch = image_agent(), image_batch()
+    agent = image_agent()
+    batch = image_batch(agent)
     features, next_features = agent.encode_transition(batch)
     assert features["critic"] is features["prior"]  # encoded once for every network
     assert not any(f.requires_grad for f in next_features.values())  # TD targets never train the encoder
@@ -201,19 +204,20 @@ def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_a
     next_actions = agent.policy(next_features).detach()
     assert reached(grads_after(agent, agent.critic_loss(features["critic"], next_features["target"], batch,
                                                         next_actions)[0], agent.encoder))
-    assert reached(grads_after(agent, agent.prior.loss(features["prior"], batch["actions"].flatten(1))[0],
+    assert reached(grads_after(agent, agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0],
                                agent.encoder))
     assert agent.act(batch["observations"][:3]).shape == (3, 2, 2)
 
 
 def test_per_network_encoders_are_each_trained_by_their_own_loss_only():
-    agent, batch = image_agent(shared_encoder=False), image_batch()
+    agent = image_agent(shared_encoder=False)
+    batch = image_batch(agent)
     assert set(agent.encoders) == {"critic", "prior", "actor"} and not hasattr(agent, "encoder")
     features, next_features = agent.encode_transition(batch)
     next_actions = agent.policy(next_features).detach()
     losses = {
         "critic": agent.critic_loss(features["critic"], next_features["target"], batch, next_actions)[0],
-        "prior": agent.prior.loss(features["prior"], batch["actions"].flatten(1))[0],
+        "prior": agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0],
         "actor": agent.actor_loss(features)[0],
     }
     for role, loss in losses.items():
@@ -244,7 +248,7 @@ def test_cameras_and_proprioception_train_through_one_agent():
                 "front_image": torch.randint(0, 256, (8, *spec["front_image"]), dtype=torch.uint8),
                 "joint_pos": torch.randn(8, 2, 7)}
 
-    batch = image_batch() | {"observations": observations(), "next_observations": observations()}
+    batch = image_batch(agent) | {"observations": observations(), "next_observations": observations()}
     loss, _ = agent(batch)
     loss.backward()
     for camera in agent.encoder.cameras.values():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,8 @@ from visual_lps.critic import CriticEnsemble
 from visual_lps.encoders import build_encoder
 from visual_lps.observations import ObsSpec
 
-Batch = dict[str, torch.Tensor]
+Batch = dict[str, Any]
+"""Tensors by name (observations may be a dict of tensors), and `random`: what `draw_random_inputs` drew."""
 Features = dict[str, torch.Tensor]
 """State features per encoder role ('critic', the policy roles, and 'target' for s_{t+h})."""
 
@@ -139,12 +141,6 @@ class ChunkedActorCritic(nn.Module):
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.action_low + (actions + 1) * (self.action_high - self.action_low) / 2
 
-    def compile_networks(self) -> None:
-        """torch.compile every network in place (parameter names, hence checkpoints, are unchanged)."""
-        for module in self.children():
-            if any(True for _ in module.parameters()):
-                module.compile()
-
     @property
     def input_encoder(self) -> nn.Module:
         """The encoder whose `preprocess` and `image_keys` describe the inputs (all encoders agree on them)."""
@@ -164,6 +160,17 @@ class ChunkedActorCritic(nn.Module):
         """Features per role of stored observations (no augmentation, no target)."""
         return self._encode(self.input_encoder.preprocess(observations), self.encoder_roles)
 
+    def draw_random_inputs(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """Every random number one update uses, drawn on the device from `generator` (the sampler's, whose
+        state is checkpointed); `forward` reads them from `batch["random"]`. Drawing them apart makes the update
+        a deterministic function of its batch: it compiles as one graph and resumes bit-exactly. Here: the
+        random shifts of the images, if any; agents add their own."""
+        if self.augment is None:
+            return {}
+        return {"shifts": self.augment.draw_transition(batch_size, self.input_encoder.image_keys, device, generator)}
+
     def encode_transition(self, batch: Batch) -> tuple[Features, Features]:
         """Features per role of s_t (with gradient where that role's loss trains the encoder) and of s_{t+h}
         for the policy roles and 'target' (without gradient: they only feed the TD target). Both views share
@@ -171,7 +178,8 @@ class ChunkedActorCritic(nn.Module):
         obs = self.input_encoder.preprocess(batch["observations"])
         next_obs = self.input_encoder.preprocess(batch["next_observations"])
         if self.augment is not None:
-            obs, next_obs = self.augment.transition(obs, next_obs, self.input_encoder.image_keys)
+            obs, next_obs = self.augment.transition(batch["random"]["shifts"], obs, next_obs,
+                                                    self.input_encoder.image_keys)
         features = self._encode(obs, self.encoder_roles)
         if self.config.shared_encoder:
             features = {role: f if role in self.shared_encoder_losses else f.detach() for role, f in features.items()}

@@ -106,11 +106,20 @@ class LPSAgent(ChunkedActorCritic):
         loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
 
+    def draw_random_inputs(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> dict:
+        """The image shifts, and the MeanFlow loss's noise and times."""
+        return super().draw_random_inputs(batch_size, device, generator) | {
+            "prior": self.prior.draw_noise(batch_size, device, generator)
+        }
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, next_features = self.encode_transition(batch)
         with torch.no_grad():
             next_actions = self.policy(next_features)
         critic_loss, metrics = self.critic_loss(features["critic"], next_features["target"], batch, next_actions)
-        prior_loss, prior_metrics = self.prior.loss(features["prior"], batch["actions"].flatten(1))
+        prior_loss, prior_metrics = self.prior.loss(features["prior"], batch["actions"].flatten(1),
+                                                    batch["random"]["prior"])
         actor_loss, actor_metrics = self.actor_loss(features)
         return critic_loss + prior_loss + actor_loss, metrics | prior_metrics | actor_metrics

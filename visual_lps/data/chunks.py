@@ -10,9 +10,9 @@ also live on disk (`visual_lps.data.robot_data.H5Rows`), read row by row for eac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,15 +70,27 @@ def chunk_starts(episode_ends: np.ndarray, horizon: int, terminal_last_rows: np.
     return np.flatnonzero(valid)
 
 
+RandomInputs = Callable[[int, torch.device, torch.Generator], dict]
+"""(batch size, device, generator) -> the random inputs of one update (an agent's `draw_random_inputs`)"""
+
+
 class ChunkSampler:
-    """Draws batches of chunks uniformly over valid starts, on `device`, from its own seeded generator.
+    """Draws batches of chunks uniformly over valid starts, on `device`, from its own seeded generator, and
+    with `draw_random` the agent's random inputs of the update from the same generator (`batch["random"]`):
+    one batch is everything one update consumes, found without a host-device sync for in-memory data.
 
     Its state (the generator of every process) is part of a checkpoint, so a resumed run draws the batches
     it would have drawn.
     """
 
     def __init__(
-        self, data: OfflineData, horizon: int, device: torch.device | str, seed: int, frame_stack: int = 1
+        self,
+        data: OfflineData,
+        horizon: int,
+        device: torch.device | str,
+        seed: int,
+        frame_stack: int = 1,
+        draw_random: RandomInputs | None = None,
     ):
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be at least 1, got {frame_stack}")
@@ -101,6 +113,7 @@ class ChunkSampler:
         self.episode_last = torch.as_tensor(last_row, device=self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.draw_random = draw_random
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -109,7 +122,7 @@ class ChunkSampler:
         pick = torch.randint(len(self.starts), (batch_size,), device=self.device, generator=self.generator)
         idx = self.starts[pick]
         steps = idx[:, None] + self.offsets
-        return {
+        batch = {
             "observations": self.stacked_observations(idx),
             "actions": self.actions[steps],
             "rewards": self.rewards[steps],
@@ -118,6 +131,9 @@ class ChunkSampler:
             # episode will do, so the index is clamped to it.
             "next_observations": self.stacked_observations(torch.minimum(idx + self.horizon, self.episode_last[idx])),
         }
+        if self.draw_random is not None:
+            batch["random"] = self.draw_random(batch_size, self.device, self.generator)
+        return batch
 
     def stacked_observations(self, rows: torch.Tensor) -> Nested[torch.Tensor]:
         """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
