@@ -39,29 +39,38 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     assert not different, f"weights differ: {different[:5]}"
 
 
-def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path):
+COMPILED = ["--compile", "--compile-backend", "eager"]
+"""the update traced by dynamo as one graph (fullgraph), run without inductor's minutes of compiling"""
+
+
+@pytest.mark.parametrize("mode", [[], COMPILED], ids=["eager", "compiled"])
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path, mode):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run(sys.executable, *visual(tiny_visual_dir, straight), "--steps", "6", "--save-every", "3")
-    run(sys.executable, *visual(tiny_visual_dir, split), "--steps", "3", "--save-every", "3")
-    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), "--steps", "6")
+    run(sys.executable, *visual(tiny_visual_dir, straight), *mode, "--steps", "6", "--save-every", "3")
+    run(sys.executable, *visual(tiny_visual_dir, split), *mode, "--steps", "3", "--save-every", "3")
+    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), *mode, "--steps", "6")
     assert "resumed from" in resumed.stdout and "at step 3" in resumed.stdout
     assert_identical(weights(straight, 6), weights(split, 6))
     assert not torch.equal(weights(split, 3)["critic.net.hidden.0.weight"], weights(split, 6)["critic.net.hidden.0.weight"])
 
 
-def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path, tmp_path: Path):
-    """DDP with the shared image encoder feeding prior, critic and actor in one backward pass."""
+@pytest.mark.parametrize("mode", [[], COMPILED], ids=["eager", "compiled"])
+def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path, tmp_path: Path, mode):
+    """Two processes with the shared image encoder feeding prior, critic and actor in one backward pass; their
+    gradients averaged by one all-reduce inside the update (inside the graph when compiled)."""
 
     def args(out: Path) -> list[str]:
-        return [*visual(tiny_visual_dir, out), "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
+        return [*visual(tiny_visual_dir, out), *mode, "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
 
     env_cpu = {"ACCELERATE_USE_CPU": "1"}
     straight, split = tmp_path / "straight", tmp_path / "split"
     first = run_env(env_cpu, *CPU_DDP, *args(straight), "--steps", "6")
     assert "weights identical on all 2 processes" in first.stdout
+    assert "gradients averaged over 2 processes" in first.stdout
+    assert ("compiled as one graph" in first.stdout) == bool(mode)
     assert first.stdout.count("run folder:") == 1  # reported by the main process only
     run_env(env_cpu, *CPU_DDP, *args(split), "--steps", "4")
-    run_env(env_cpu, *CPU_DDP, "train.py", "--resume", "--out", str(split), "--steps", "6")
+    run_env(env_cpu, *CPU_DDP, "train.py", "--resume", "--out", str(split), *mode, "--steps", "6")
     assert_identical(weights(straight, 6), weights(split, 6))
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
 

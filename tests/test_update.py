@@ -125,3 +125,4 @@ def test_fp16_is_refused_with_the_reason():
     agent = make("state")
     with pytest.raises(ValueError, match="fp16.*loss scaling"):
         UpdateStep(agent, adam(agent), mixed_precision="fp16")
+

@@ -59,6 +59,8 @@ class TrainConfig:
     compile: bool | None = None
     """compile the whole update (forward, backward, Adam, target update) as one graph, replayed as CUDA graphs
     on GPUs; default: on for CUDA, off on CPUs (where compiling takes longer than a short run gains)"""
+    compile_backend: str = "inductor"
+    """torch.compile backend of the compiled update: 'inductor', or 'eager' / 'aot_eager' to debug a compile problem"""
     channels_last: bool = False
     """channels-last convolution weights for image encoders (faster on tensor-core GPUs)"""
     out: str | None = None

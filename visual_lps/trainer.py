@@ -314,7 +314,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
 
     outcome = TrainingOutcome(step=progress.step)
     update = UpdateStep(core, adam, compile=compile_update(train_cfg, accelerator.device),
-                        mixed_precision=accelerator.mixed_precision, first_step=progress.step)
+                        backend=train_cfg.compile_backend, mixed_precision=accelerator.mixed_precision,
+                        first_step=progress.step)
     accelerator.print(f"update: {update.describe()}")
     stop = StopRequest()
     bar = tqdm(

@@ -62,6 +62,7 @@ class UpdateStep:
         self.sums: torch.Tensor | None = None
         self.first_bad: torch.Tensor | None = None
         self.calls = 0
+        self.compiled = compile
         self.cuda_graphs = False
         if compile:
             # The first call runs eagerly (it sizes the metric sums); later calls run the compiled graph.
@@ -73,7 +74,7 @@ class UpdateStep:
 
     def describe(self) -> str:
         how = "eager (uncompiled)"
-        if self._compiled is not self._eager_update:
+        if self.compiled:
             how = "compiled as one graph" + (", replayed as CUDA graphs" if self.cuda_graphs else "")
         extras = [", bf16 autocast" if self.autocast else ""]
         if self.world > 1:

@@ -1,8 +1,11 @@
-"""Options every chunked actor-critic agent has: channels-last convolutions, action bounds, state statistics."""
+"""What every chunked actor-critic agent has: channels-last convolutions, action bounds, state statistics and a
+compiled `act`."""
 
+import pytest
 import torch
 
 from tests.agents.test_lps import SMALL, image_agent, image_batch, make_agent
+from tests.test_update import KINDS, CountingBackend, batches, make
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 
 
@@ -32,3 +35,17 @@ def test_state_statistics_reach_every_encoder_including_the_target_copy():
     agent.set_state_statistics({"joints": torch.tensor([1.0, 2.0, 3.0])}, {"joints": torch.tensor([4.0, 5.0, 6.0])})
     for encoder in [*agent.encoders.values(), agent.target_encoder]:
         assert encoder.state_mean.tolist() == [1.0, 2.0, 3.0] and encoder.state_std.tolist() == [4.0, 5.0, 6.0]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_act_compiles_as_one_graph_and_returns_the_eager_chunks(kind: str):
+    torch._dynamo.reset()
+    agent = make(kind).eval()
+    obs = batches(agent, 1)[0]["observations"]
+    one = obs[:1] if isinstance(obs, torch.Tensor) else {k: v[:1] for k, v in obs.items()}
+    expected = agent.act(one)
+    backend = CountingBackend()
+    agent.compile_act(backend=backend)
+    for _ in range(3):
+        assert torch.equal(agent.act(one), expected)
+    assert backend.graphs == 1

@@ -1,0 +1,224 @@
+"""Speed of visual-lps on the device it runs on, printed as one table.
+
+- update: steps/s of one training update (forward, gradients, Adam, Polyak, metric sums) at batch 256, h = 5,
+  data already on the device, for three agents: state (cube-single sizes: 28-D state, 5-D actions), visual
+  (3 stacked 64x64 frames, shared impala_small, random shift p = 0.5) and robot (two 128x128 cameras and 8-D
+  proprioception, 7-D actions); eager and compiled (one graph; CUDA graphs on CUDA), fp32 and bf16 autocast,
+  and channels-last for the image agents;
+- train.py: steps/s of real `train.py` runs, loader and loop included (TensorBoard's perf/steps_per_second
+  over the last log window, after compilation): cube-single and visual-cube-single on small datasets
+  generated with the upstream procedure, and the robot agent on an HDF5 file written with the project's writer;
+- act: one action chunk at batch 1 (p50 and p99 over --act-calls calls), eager and compiled.
+
+    python bench/speed.py [--device cuda] [--steps 200] [--parts update,train,act] [--kinds state,visual,robot]
+
+Compare with the JAX reference on the same machine in the same hour (../shared/bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from visual_lps.agents.lps import LPSAgent, LPSConfig  # noqa: E402
+from visual_lps.update import UpdateStep  # noqa: E402
+
+KINDS = {
+    "state": (dict(), (28,), 5),
+    "visual": (dict(encoder="impala_small", frame_stack=3, augment_prob=0.5), (3, 64, 64, 3), 5),
+    "robot": (dict(encoder="impala_small", augment_prob=0.5),
+              {"exterior_image": (128, 128, 3), "wrist_image": (128, 128, 3), "proprio": (8,)}, 7),
+}
+VARIANTS = {  # name -> (compile, bf16, channels-last)
+    "eager fp32": (False, False, False),
+    "eager bf16": (False, True, False),
+    "compiled fp32": (True, False, False),
+    "compiled bf16": (True, True, False),
+    "compiled bf16 channels-last": (True, True, True),
+}
+
+
+def observations(spec, batch: int, device: torch.device, generator: torch.Generator):
+    if isinstance(spec, dict):
+        return {key: observations(shape, batch, device, generator) for key, shape in spec.items()}
+    if len(spec) > 2:
+        return torch.randint(0, 256, (batch, *spec), dtype=torch.uint8, device=device, generator=generator)
+    return torch.randn(batch, *spec, device=device, generator=generator)
+
+
+def make_agent(kind: str, device: torch.device, channels_last: bool = False) -> LPSAgent:
+    overrides, spec, action_dim = KINDS[kind]
+    torch.manual_seed(0)
+    agent = LPSAgent(LPSConfig(horizon=5, **overrides), spec, action_dim).to(device)
+    if channels_last:
+        agent.to(memory_format=torch.channels_last)
+    return agent
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_update(kind: str, variant: str, device: torch.device, batch_size: int, steps: int) -> tuple[float, float]:
+    """(steps/s, seconds of the first call(s): compilation) of the update on fixed batches."""
+    compile, bf16, channels_last = VARIANTS[variant]
+    torch._dynamo.reset()
+    agent = make_agent(kind, device, channels_last)
+    optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=3e-4)
+    update = UpdateStep(agent, optimizer, compile=compile, mixed_precision="bf16" if bf16 else None)
+    generator = torch.Generator(device).manual_seed(0)
+    spec, h, a = agent.obs_spec, agent.config.horizon, agent.action_dim
+    batches = [{
+        "observations": observations(spec, batch_size, device, generator),
+        "next_observations": observations(spec, batch_size, device, generator),
+        "actions": torch.rand(batch_size, h, a, device=device, generator=generator) * 2 - 1,
+        "rewards": -torch.ones(batch_size, h, device=device),
+        "masks": torch.ones(batch_size, h, device=device),
+        "random": agent.draw_random_inputs(batch_size, device, generator),
+    } for _ in range(2)]
+    start = time.perf_counter()
+    for i in range(3):  # eager first call, compilation, one replay
+        update(batches[i % 2])
+    synchronize(device)
+    warmup = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        update(batches[i % 2])
+    synchronize(device)
+    update.metrics()
+    return steps / (time.perf_counter() - start), warmup
+
+
+def time_act(kind: str, device: torch.device, calls: int, compiled: bool) -> tuple[float, float]:
+    """(p50, p99) milliseconds of one chunk at batch 1, observation already on the device."""
+    torch._dynamo.reset()
+    agent = make_agent(kind, device).eval()
+    if compiled:
+        agent.compile_act()
+    act = agent.act if compiled else agent.act_eager
+    obs = observations(agent.obs_spec, 1, device, torch.Generator(device).manual_seed(0))
+    for _ in range(20):
+        act(obs)
+    synchronize(device)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        act(obs)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 1000 * statistics.median(times), 1000 * times[int(0.99 * (len(times) - 1))]
+
+
+def train_commands(kind: str, data_dir: Path) -> list[str]:
+    """The train.py arguments of one end-to-end run on data made here (generated or written once)."""
+    from visual_lps.data.ogbench_generation import generate
+
+    if kind == "state":
+        if not (data_dir / "cube-single-play-v0.npz").exists():
+            generate("cube-single-play-v0", data_dir, episodes=20, seed=0, workers=1, progress=False)
+        return ["--task", "cube-single", "--dataset-dir", str(data_dir)]
+    if kind == "visual":
+        if not (data_dir / "visual-cube-single-play-v0.npz").exists():
+            generate("visual-cube-single-play-v0", data_dir, episodes=4, seed=0, workers=1, max_episode_steps=60,
+                     progress=False)
+        return ["--task", "visual-cube", "--dataset-dir", str(data_dir)]
+    path = data_dir / "robot.hdf5"
+    if not path.exists():
+        from visual_lps.data.robot_hdf5 import Episode, HDF5DatasetWriter
+
+        rng = np.random.default_rng(0)
+        with HDF5DatasetWriter(path, compression="none") as writer:
+            for i in range(8):
+                n = 100
+                writer.add(Episode(
+                    images={camera: rng.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8)
+                            for camera in ("exterior", "wrist")},
+                    proprio={"proprio": rng.normal(size=(n, 8)).astype(np.float32)},
+                    actions=rng.uniform(-1, 1, (n, 7)).astype(np.float32), success=True, source=f"synthetic-{i}",
+                ))
+    return ["--task", "robot", "--dataset", str(path), "--encoder", "impala_small", "--augment-prob", "0.5"]
+
+
+def time_train(kind: str, device: torch.device, steps: int, compile: bool, data_dir: Path) -> float:
+    """steps/s of a real train.py run over its last log window (loader, update and loop)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, str(ROOT / "train.py"), *train_commands(kind, data_dir), "--out", out,
+                   "--steps", str(steps), "--log-every", str(max(steps // 4, 1)), "--eval-episodes", "0",
+                   "--save-every", str(steps), "--no-progress", "--compile" if compile else "--no-compile"]
+        env = os.environ | ({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
+        events = EventAccumulator(str(Path(out) / "tb"), size_guidance={"scalars": 0})
+        events.Reload()
+        return events.Scalars("perf/steps_per_second")[-1].value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=None, help="timed updates per row (default 200 on CUDA, 20 on CPU)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="steps of each train.py run (default 2,000 on CUDA, 200 on CPU)")
+    parser.add_argument("--act-calls", type=int, default=1000)
+    parser.add_argument("--parts", default="update,train,act", help="comma-separated: update, train, act")
+    parser.add_argument("--kinds", default="state,visual,robot", help="comma-separated: state, visual, robot")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated update variants")
+    parser.add_argument("--data-dir", default="data/bench-speed", help="where the small datasets are made once")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    steps = args.steps or (200 if on_cuda else 20)
+    train_steps = args.train_steps or (2000 if on_cuda else 200)
+    parts, kinds = args.parts.split(","), args.kinds.split(",")
+    name = torch.cuda.get_device_name(device) if on_cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"# visual-lps speed on {name}, torch {torch.__version__}, batch {args.batch_size}, h = 5")
+    print("| work | agent | variant | result | first calls (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    rates: dict[tuple[str, str], float] = {}
+    for kind in kinds:
+        if "update" in parts:
+            for variant in args.variants.split(","):
+                if VARIANTS[variant][2] and kind == "state":
+                    continue
+                rate, warmup = time_update(kind, variant, device, args.batch_size, steps)
+                rates[kind, variant] = rate
+                print(f"| update | {kind} | {variant} | {rate:.1f} steps/s ({1000 / rate:.2f} ms) | {warmup:.1f} |",
+                      flush=True)
+        if "train" in parts:
+            compile = on_cuda  # train.py's default
+            rate = time_train(kind, device, train_steps, compile, ROOT / args.data_dir)
+            variant = "compiled fp32" if compile else "eager fp32"
+            alone = rates.get((kind, variant))
+            share = f"; {rate / alone:.0%} of the update alone" if alone else ""
+            print(f"| train.py end to end | {kind} | {variant} (default) | {rate:.1f} steps/s{share} | |", flush=True)
+        if "act" in parts:
+            for compiled in (False, True):
+                start = time.perf_counter()
+                p50, p99 = time_act(kind, device, args.act_calls, compiled)
+                elapsed = time.perf_counter() - start
+                variant = "compiled" if compiled else "eager"
+                print(f"| act, batch 1 | {kind} | {variant} | p50 {p50:.3f} ms, p99 {p99:.3f} ms | {elapsed:.1f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
