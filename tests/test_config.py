@@ -54,11 +54,17 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path: Path):
         parse_args(["--resume", "--out", str(tmp_path / "nothing")])
 
 
-def test_out_of_range_flags_are_named():
-    with pytest.raises(SystemExit, match="--task-id 6"):
-        parse_args(["--task-id", "6"])
-    with pytest.raises(SystemExit, match="--batch-size 0"):
-        parse_args(["--batch-size", "0"])
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--task-id", "6", "must be 1..5"),
+    ("--batch-size", "0", "must be at least 1"),
+    ("--keep-last", "-1", "must be at least 0 (0 keeps all)"),
+    ("--mixed-precision", "fp16", "must be no or bf16"),
+    ("--data-on", "gpu", "must be auto or device or host"),
+])
+def test_out_of_range_flags_are_named_with_their_own_range(flag: str, value: str, allowed: str):
+    with pytest.raises(SystemExit) as error:
+        parse_args([flag, value])
+    assert str(error.value) == f"error: {flag} {value}: out of range, {allowed}"
 
 
 @pytest.mark.parametrize("name, processes, machines", [("single_gpu", 1, 1), ("multi_gpu", 8, 1), ("multi_node", 16, 2)])

@@ -25,6 +25,7 @@ def test_accelerate_launch_trains_checkpoints_resumes_and_evaluates(tiny_cube_di
               "--save-every", "3", "--log-every", "3", "--eval-every", "6", "--eval-episodes", "1"]
     first = run(str(BIN / "accelerate"), "launch", "train.py", *common, "--steps", "6")
     assert "final success rate" in first.stdout
+    assert "data: " in first.stdout and "update: eager (uncompiled)" in first.stdout  # where and how, said at start
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
     assert list((out / "tb").glob("events.out.tfevents.*"))
 

@@ -30,7 +30,7 @@ from visual_lps.config import (
     load_yaml,
     save_run_config,
 )
-from visual_lps.data.chunks import ChunkSampler, OfflineData
+from visual_lps.data.chunks import PLACEMENTS, ChunkSampler, OfflineData
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
 from visual_lps.data.robot_hdf5 import validate_hdf5
@@ -73,15 +73,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
         base = load_yaml(task.config_path)
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
     get_task(train.task)
-    checks = {"task_id": 1 <= train.task_id <= 5, "steps": train.steps >= 1, "batch_size": train.batch_size >= 1,
-              "eval_every": train.eval_every >= 1, "eval_episodes": train.eval_episodes >= 0,
-              "log_every": train.log_every >= 1, "save_every": train.save_every >= 1, "keep_last": train.keep_last >= 0,
-              "mixed_precision": train.mixed_precision in (None, "no", "bf16")}
-    for name, ok in checks.items():
+    checks = {  # flag -> (value allowed, what is allowed)
+        "task_id": (1 <= train.task_id <= 5, "1..5"),
+        "steps": (train.steps >= 1, "at least 1"),
+        "batch_size": (train.batch_size >= 1, "at least 1"),
+        "eval_every": (train.eval_every >= 1, "at least 1"),
+        "eval_episodes": (train.eval_episodes >= 0, "at least 0"),
+        "log_every": (train.log_every >= 1, "at least 1"),
+        "save_every": (train.save_every >= 1, "at least 1"),
+        "keep_last": (train.keep_last >= 0, "at least 0 (0 keeps all)"),
+        "mixed_precision": (train.mixed_precision in (None, "no", "bf16"), "no or bf16"),
+        "data_on": (train.data_on in PLACEMENTS, " or ".join(PLACEMENTS)),
+    }
+    for name, (ok, allowed) in checks.items():
         if not ok:
             flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"error: {flag} {getattr(train, name)} is out of range (task id 1..5, counts positive, "
-                             f"precision no/bf16)")
+            raise SystemExit(f"error: {flag} {getattr(train, name)}: out of range, must be {allowed}")
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent][0]
@@ -244,7 +251,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     def make_sampler(split: OfflineData, seed: int, what: str, random_inputs) -> ChunkSampler:
         try:
             return ChunkSampler(split, agent_cfg.horizon, accelerator.device, seed=seed,
-                                frame_stack=agent_cfg.frame_stack, draw_random=random_inputs)
+                                frame_stack=agent_cfg.frame_stack, draw_random=random_inputs,
+                                placement=train_cfg.data_on)
         except ValueError as e:
             raise SystemExit(f"error: {path}: {what}: {e}") from None
 
@@ -278,6 +286,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             f"training {train_cfg.agent} on {target} "
             f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
         )
+        accelerator.print(f"data: {sampler.placement_reason}")
 
     def run_validation(step: int) -> dict[str, float]:
         """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""

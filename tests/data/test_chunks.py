@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from visual_lps.data.chunks import ChunkSampler, OfflineData, chunk_starts
+from visual_lps.data.chunks import ChunkSampler, OfflineData, choose_placement, chunk_starts
 
 
 def episodes_data(lengths: list[int]) -> OfflineData:
@@ -98,3 +98,43 @@ def test_named_observations_of_different_lengths_are_named():
     with pytest.raises(ValueError, match="differ in length"):
         OfflineData({"a_image": np.zeros((4, 2, 2, 3)), "state": np.zeros((3, 2))}, np.zeros((4, 1)), np.zeros(4),
                     np.zeros(4), np.zeros(4, bool))
+
+
+def test_host_placement_draws_the_same_batches_as_device_placement():
+    """On a CPU both placements are host memory: the host path (index_select into buffers, indices drawn beside
+    the observations) must give exactly the batches of the device path, random inputs included."""
+    base = episodes_data([7, 5, 12, 6, 9])
+    n = len(base.actions)
+    images = np.random.default_rng(0).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    data = OfflineData({"front_image": images, "joints": base.observations}, base.actions, base.rewards, base.masks,
+                       base.episode_ends)
+
+    def draw(batch_size, device, generator):
+        return {"noise": torch.randn(batch_size, 3, device=device, generator=generator)}
+
+    batches = {}
+    for placement in ("device", "host"):
+        sampler = ChunkSampler(data, horizon=3, device="cpu", seed=5, frame_stack=2, draw_random=draw,
+                               placement=placement)
+        assert sampler.placement == placement
+        batches[placement] = [sampler.sample(64) for _ in range(3)]
+    for on_device, on_host in zip(batches["device"], batches["host"]):
+        for key in ("actions", "rewards", "masks"):
+            assert torch.equal(on_device[key], on_host[key])
+        for key in ("observations", "next_observations"):
+            for name in ("front_image", "joints"):
+                assert torch.equal(on_device[key][name], on_host[key][name])
+        assert torch.equal(on_device["random"]["noise"], on_host["random"]["noise"])
+
+
+def test_placement_rule_keeps_data_on_a_gpu_only_when_it_fits_in_half_its_free_memory(monkeypatch):
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40 * gib, 80 * gib))
+    cuda = torch.device("cuda", 0)
+    assert choose_placement(20 * gib, cuda)[0] == "device"
+    placement, reason = choose_placement(98 * gib, cuda)
+    assert placement == "host" and "page-locked host memory" in reason and "98.00 GiB" in reason
+    assert choose_placement(98 * gib, torch.device("cpu"))[0] == "device"  # a CPU's device is host memory
+    assert choose_placement(1, cuda, "host")[0] == "host"
+    with pytest.raises(ValueError, match="--data-on 'gpu'"):
+        choose_placement(1, cuda, "gpu")

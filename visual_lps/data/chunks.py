@@ -73,11 +73,40 @@ def chunk_starts(episode_ends: np.ndarray, horizon: int, terminal_last_rows: np.
 RandomInputs = Callable[[int, torch.device, torch.Generator], dict]
 """(batch size, device, generator) -> the random inputs of one update (an agent's `draw_random_inputs`)"""
 
+PLACEMENTS = ("auto", "device", "host")
+DEVICE_FRACTION = 0.5
+"""'auto' puts the observations on a CUDA device when they take at most this fraction of its free memory"""
+
+
+def choose_placement(observation_bytes: int, device: torch.device, requested: str = "auto") -> tuple[str, str]:
+    """Where the in-memory observations live, and why (printed at the start of training).
+
+    The rule: on a CUDA device when they take at most half of its free memory, so that batches are gathered
+    by the device itself; otherwise in page-locked host memory, from which each batch is gathered on the
+    host and copied asynchronously on a side stream while the previous update runs. On a CPU the device is
+    host memory."""
+    size = f"{observation_bytes / 2**30:.2f} GiB of observations"
+    if requested not in PLACEMENTS:
+        raise ValueError(f"--data-on {requested!r}: choose one of {', '.join(PLACEMENTS)}")
+    if requested != "auto":
+        return requested, f"{size} on the {requested} (--data-on {requested})"
+    if device.type != "cuda":
+        return "device", f"{size} in memory ({device.type}: the device is host memory)"
+    free, _ = torch.cuda.mem_get_info(device)
+    if observation_bytes <= DEVICE_FRACTION * free:
+        return "device", f"{size} on {device} (at most {DEVICE_FRACTION:.0%} of its {free / 2**30:.1f} GiB free)"
+    return "host", (f"{size} in page-locked host memory (more than {DEVICE_FRACTION:.0%} of the "
+                    f"{free / 2**30:.1f} GiB free on {device}): batches gathered on the host, copied ahead")
+
 
 class ChunkSampler:
-    """Draws batches of chunks uniformly over valid starts, on `device`, from its own seeded generator, and
-    with `draw_random` the agent's random inputs of the update from the same generator (`batch["random"]`):
-    one batch is everything one update consumes, found without a host-device sync for in-memory data.
+    """Draws batches of chunks uniformly over valid starts from its own seeded generator, and with
+    `draw_random` the agent's random inputs of the update from the same generator (`batch["random"]`): one
+    batch is everything one update consumes, and it reaches `device` without a host-device sync.
+
+    Observations are held where `choose_placement` says. On the device, batches are gathered there (the
+    generator lives there too). On the host (or on disk: `H5Rows`), indices and random inputs are drawn on
+    the host, rows gathered into page-locked buffers and copied asynchronously.
 
     Its state (the generator of every process) is part of a checkpoint, so a resumed run draws the batches
     it would have drawn.
@@ -91,6 +120,7 @@ class ChunkSampler:
         seed: int,
         frame_stack: int = 1,
         draw_random: RandomInputs | None = None,
+        placement: str = "auto",
     ):
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be at least 1, got {frame_stack}")
@@ -101,39 +131,46 @@ class ChunkSampler:
         starts = chunk_starts(data.episode_ends, horizon, terminal_last_rows)
         if len(starts) == 0:
             raise ValueError(f"no episode is longer than the chunk horizon {horizon}: nothing to train on")
-        self.starts = torch.as_tensor(starts, device=self.device)
+        columns = data.observations.values() if isinstance(data.observations, dict) else [data.observations]
+        in_memory = sum(column.nbytes for column in columns if isinstance(column, np.ndarray))
+        self.placement, self.placement_reason = choose_placement(in_memory, self.device, placement)
+        on_disk = any(not isinstance(column, np.ndarray) for column in columns)
+        # Where indices (and random inputs) are drawn: beside the observations they index.
+        self.index_device = torch.device("cpu") if self.placement == "host" or on_disk else self.device
+        self.pin = self.index_device != self.device and self.device.type == "cuda"
+        self.copy_stream = torch.cuda.Stream(self.device) if self.pin else None
+        self.starts = torch.as_tensor(starts, device=self.index_device)
         self.observations = map_obs(self._hold, data.observations)
         self.actions = torch.as_tensor(data.actions, dtype=torch.float32, device=self.device)
         self.rewards = torch.as_tensor(data.rewards, dtype=torch.float32, device=self.device)
         self.masks = torch.as_tensor(data.masks, dtype=torch.float32, device=self.device)
         self.offsets = torch.arange(horizon, device=self.device)
-        self.stack_offsets = torch.arange(1 - frame_stack, 1, device=self.device)
+        self.stack_offsets = torch.arange(1 - frame_stack, 1, device=self.index_device)
         first_row, last_row = _episode_bounds(data.episode_ends)
-        self.episode_first = torch.as_tensor(first_row, device=self.device)
-        self.episode_last = torch.as_tensor(last_row, device=self.device)
-        self.generator = torch.Generator(device=self.device)
+        self.episode_first = torch.as_tensor(first_row, device=self.index_device)
+        self.episode_last = torch.as_tensor(last_row, device=self.index_device)
+        self.generator = torch.Generator(device=self.index_device)
         self.generator.manual_seed(seed)
         self.draw_random = draw_random
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        pick = torch.randint(len(self.starts), (batch_size,), device=self.device, generator=self.generator)
+    def sample(self, batch_size: int) -> dict:
+        pick = torch.randint(len(self.starts), (batch_size,), device=self.index_device, generator=self.generator)
         idx = self.starts[pick]
-        steps = idx[:, None] + self.offsets
-        batch = {
-            "observations": self.stacked_observations(idx),
-            "actions": self.actions[steps],
-            "rewards": self.rewards[steps],
-            "masks": self.masks[steps],
-            # A chunk that ends on a terminal last row bootstraps from nothing (mask 0): any row of the
-            # episode will do, so the index is clamped to it.
-            "next_observations": self.stacked_observations(torch.minimum(idx + self.horizon, self.episode_last[idx])),
-        }
+        # A chunk that ends on a terminal last row bootstraps from nothing (mask 0): any row of the episode
+        # will do, so the index is clamped to it.
+        next_idx = torch.minimum(idx + self.horizon, self.episode_last[idx])
+        host_part = {"observations": self.stacked_observations(idx), "next_observations": self.stacked_observations(next_idx)}
         if self.draw_random is not None:
-            batch["random"] = self.draw_random(batch_size, self.device, self.generator)
-        return batch
+            host_part["random"] = self.draw_random(batch_size, self.index_device, self.generator)
+        if self.index_device != self.device:
+            host_part["idx"] = idx
+            host_part = self._to_device(host_part)
+            idx = host_part.pop("idx")
+        steps = idx[:, None] + self.offsets
+        return host_part | {"actions": self.actions[steps], "rewards": self.rewards[steps], "masks": self.masks[steps]}
 
     def stacked_observations(self, rows: torch.Tensor) -> Nested[torch.Tensor]:
         """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
@@ -142,13 +179,40 @@ class ChunkSampler:
         return map_obs(lambda column: self._take(column, rows), self.observations)
 
     def _hold(self, column):
-        """In-memory arrays move to the device once; on-disk columns (`H5Rows`) stay where they are."""
-        return torch.as_tensor(column, device=self.device) if isinstance(column, np.ndarray) else column
+        """In-memory arrays go where the placement says (page-locked in place when on the host beside a CUDA
+        device); on-disk columns (`H5Rows`) stay where they are."""
+        if not isinstance(column, np.ndarray):
+            return column
+        if self.placement == "device":
+            return torch.as_tensor(column, device=self.device)
+        tensor = torch.from_numpy(np.ascontiguousarray(column))
+        if self.pin and tensor.numel():
+            # Page-lock the array where it is (pin_memory() would copy it): copies from it run asynchronously.
+            torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), tensor.nbytes, 0)
+        return tensor
 
     def _take(self, column, rows: torch.Tensor) -> torch.Tensor:
-        if isinstance(column, torch.Tensor):
+        if not isinstance(column, torch.Tensor):  # on disk
+            return torch.from_numpy(column[rows.numpy()])
+        if self.placement == "device":
             return column[rows]
-        return torch.from_numpy(column[rows.cpu().numpy()]).to(self.device)
+        # Host memory: gathered straight into a page-locked buffer when it is bound for a CUDA device.
+        out = torch.empty((rows.numel(), *column.shape[1:]), dtype=column.dtype, pin_memory=self.pin)
+        torch.index_select(column, 0, rows.reshape(-1), out=out)
+        return out.view(*rows.shape, *column.shape[1:])
+
+    def _to_device(self, tree):
+        """Host tensors -> the device, through page-locked buffers on a side stream, so that the copy of this
+        batch overlaps the update still running on the device; the update's stream waits for it."""
+        if self.copy_stream is None:
+            return _map_tree(lambda tensor: tensor.to(self.device), tree)
+        with torch.cuda.stream(self.copy_stream):
+            moved = _map_tree(lambda tensor: (tensor if tensor.is_pinned() else tensor.pin_memory())
+                              .to(self.device, non_blocking=True), tree)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_stream(self.copy_stream)
+        _map_tree(lambda tensor: tensor.record_stream(compute), moved)  # memory stays reserved for the update
+        return moved
 
     def state_dict(self) -> dict:
         """The generator states of all processes (Accelerate writes the main process's copy only); every
@@ -169,3 +233,10 @@ class ChunkSampler:
                           f"from fresh per-process seeds and differ from an uninterrupted run", stacklevel=2)
             return
         self.generator.set_state(states[rank])
+
+
+def _map_tree(fn: Callable[[torch.Tensor], torch.Tensor], tree):
+    """`fn` applied to every tensor of nested dicts."""
+    if isinstance(tree, dict):
+        return {key: _map_tree(fn, value) for key, value in tree.items()}
+    return fn(tree)
