@@ -62,6 +62,10 @@ class UpdateStep:
         self.sums: torch.Tensor | None = None
         self.first_bad: torch.Tensor | None = None
         self.calls = 0
+        for tensors in self.adam_state():
+            for tensor in tensors:
+                # Updated in place by the graph: a CUDA graph must use them where they are, not copy them.
+                torch._dynamo.mark_static_address(tensor)
         self.compiled = compile
         self.cuda_graphs = False
         if compile:
@@ -83,7 +87,7 @@ class UpdateStep:
 
     def adam_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """(first moments, second moments, step counts), created as torch.optim.Adam would on its first step.
-        Read on every call: loading a checkpoint replaces these tensors."""
+        Read on every call: loading a checkpoint replaces these tensors (build the UpdateStep after loading)."""
         moments, squares, steps = [], [], []
         for p in self.params:
             state = self.optimizer.state[p]
