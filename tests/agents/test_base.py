@@ -49,3 +49,13 @@ def test_act_compiles_as_one_graph_and_returns_the_eager_chunks(kind: str):
     for _ in range(3):
         assert torch.equal(agent.act(one), expected)
     assert backend.graphs == 1
+
+
+def test_act_compiled_by_inductor_returns_the_eager_chunks():
+    """Inductor's code (not only dynamo's trace) on cameras and proprioception, under inference mode."""
+    torch._dynamo.reset()
+    agent = make("cameras+proprioception").eval()
+    obs = {k: v[:1] for k, v in batches(agent, 1)[0]["observations"].items()}
+    expected = agent.act(obs)
+    agent.compile_act()
+    assert torch.allclose(agent.act(obs), expected, atol=1e-5)

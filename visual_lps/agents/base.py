@@ -202,7 +202,8 @@ class ChunkedActorCritic(nn.Module):
             self.compile_act()
         if self._compiled_act is None:
             return self.act_eager(observations)
-        return self._compiled_act(observations)
+        with torch.inference_mode():
+            return self._compiled_act(observations)
 
     def compile_act(self, cuda_graphs: bool | None = None, backend: str | Callable = "inductor") -> None:
         """Compile `act` as one graph (on CUDA, by default, replayed as CUDA graphs). On a CPU this takes
@@ -212,7 +213,7 @@ class ChunkedActorCritic(nn.Module):
         # No guards on the networks' own attributes (a Python check of every parameter on each call, a fifth of
         # a CPU chunk's time): `act` reads the same modules whatever their mode, and weights change in place.
         options = {"guard_filter_fn": torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe}
-        compiled = torch.compile(self.act_eager, fullgraph=True, backend=backend, mode=mode,
+        compiled = torch.compile(self._act, fullgraph=True, backend=backend, mode=mode,
                                  options=options if backend == "inductor" else None)
         # A CUDA graph's outputs are overwritten by its next replay: the caller gets its own copy.
         self._compiled_act = (lambda observations: compiled(observations).clone()) if mode else compiled
@@ -220,6 +221,9 @@ class ChunkedActorCritic(nn.Module):
     @torch.inference_mode()
     def act_eager(self, observations) -> torch.Tensor:
         """What `act` computes, never compiled (for debugging and comparisons)."""
+        return self._act(observations)
+
+    def _act(self, observations) -> torch.Tensor:
         actions = self.policy(self.encode(observations))
         return self.unnormalize_actions(actions.view(-1, self.config.horizon, self.action_dim))
 
