@@ -136,8 +136,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_las
 
 
 def check_ranks_in_sync(accelerator: Accelerator, module: torch.nn.Module) -> None:
-    """Every process must hold bit-identical weights (DDP averages the gradients, every process applies
-    the same update): compare a digest of all weights across processes."""
+    """Every process must hold bit-identical weights (the update averages the gradients, every process
+    applies the same update): compare a digest of all weights across processes."""
     if accelerator.num_processes == 1:
         return
     digests = accelerator.gather(weights_digest(module)[None]).cpu()

@@ -10,10 +10,12 @@ online encoder's features of s_{t+h} without gradient. With `shared_encoder=Fals
 encoder trained by its own loss, and the target critic a Polyak copy of the critic's encoder (the
 reference's layout, kept for comparison).
 
-Training contract, chosen so that one backward pass and one all-reduce serve all networks under DDP:
-`forward(batch)` returns the *sum* of all losses and a dict of detached metrics. Gradient routing (which
-loss may update which parameters) is done inside the agent with `detach` and `frozen_call`, never by
-toggling `requires_grad`. After each optimiser step the trainer calls `update_targets()`.
+Training contract, chosen so that one gradient computation and one all-reduce serve all networks
+(`visual_lps.update.UpdateStep`): `forward(batch)` returns the *sum* of all losses and a dict of metrics; it
+uses no randomness of its own (what it needs, `draw_random_inputs` drew into `batch["random"]`) and never
+syncs with the host, so the whole update compiles as one graph. Gradient routing (which loss may update which
+parameters) is done inside the agent with `detach` and `frozen_call`, never by toggling `requires_grad`.
+After each optimiser step the update calls `update_targets()`.
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ class ChunkedActorCritic(nn.Module):
             config.critic_ensemble,
             config.critic_layer_norm,
         )
-        # The target critic is a Polyak copy. Its parameters never require grad, so DDP neither all-reduces
-        # nor waits on them; every rank updates them identically from identical weights.
+        # The target critic is a Polyak copy. Its parameters never require grad, so no gradient is computed or
+        # all-reduced for them; every process updates them identically from identical weights.
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer(
             "discounts", config.discount ** torch.arange(config.horizon, dtype=torch.float32), persistent=False
