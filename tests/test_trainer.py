@@ -67,6 +67,7 @@ def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path
     first = run_env(env_cpu, *CPU_DDP, *args(straight), "--steps", "6")
     assert "weights identical on all 2 processes" in first.stdout
     assert "gradients averaged over 2 processes" in first.stdout
+    assert "one copy on this node, mapped by every local process" in first.stdout
     assert ("compiled as one graph" in first.stdout) == bool(mode)
     assert first.stdout.count("run folder:") == 1  # reported by the main process only
     run_env(env_cpu, *CPU_DDP, *args(split), "--steps", "4")

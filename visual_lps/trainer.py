@@ -31,6 +31,7 @@ from visual_lps.config import (
     save_run_config,
 )
 from visual_lps.data.chunks import PLACEMENTS, ChunkSampler, OfflineData
+from visual_lps.data.node_share import NodeShare
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
 from visual_lps.data.robot_hdf5 import validate_hdf5
@@ -146,9 +147,10 @@ def check_ranks_in_sync(accelerator: Accelerator, module: torch.nn.Module) -> No
 
 
 def load_data(
-    train_cfg: TrainConfig, task: Task, announce: bool
+    train_cfg: TrainConfig, task: Task, announce: bool, share: NodeShare | None = None
 ) -> tuple[OfflineData, OfflineData | None, Path, bool | None]:
-    """(training data, held-out demos or None, dataset path, sparse) for the task."""
+    """(training data, held-out demos or None, dataset path, sparse) for the task; large arrays through
+    `share` (one copy per node) when given."""
     if isinstance(task, RobotTask):
         if not train_cfg.dataset:
             raise ValueError("--task robot needs --dataset FILE.hdf5 (tools/convert_teleop.py makes one from "
@@ -159,8 +161,8 @@ def load_data(
         summary = validate_hdf5(train_cfg.dataset)
         if announce:
             tqdm.write(str(summary))
-        data = load_robot_data(summary.path, "train", train_cfg.data_cache)
-        valid = load_robot_data(summary.path, "valid", train_cfg.data_cache) if summary.valid else None
+        data = load_robot_data(summary.path, "train", train_cfg.data_cache, share)
+        valid = load_robot_data(summary.path, "valid", train_cfg.data_cache, share) if summary.valid else None
         return data, valid, summary.path, None
     sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
     if train_cfg.dataset:
@@ -169,7 +171,7 @@ def load_data(
             raise FileNotFoundError(f"--dataset {path}: no such file")
     else:
         path = find_dataset(task.dataset_name, train_cfg.dataset_dir)
-    return load_ogbench_task_data(path, task, train_cfg.task_id, sparse), None, path, sparse
+    return load_ogbench_task_data(path, task, train_cfg.task_id, sparse, share), None, path, sparse
 
 
 def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
@@ -220,10 +222,15 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
     try:
-        with accelerator.main_process_first():
-            data, valid_data, path, sparse = load_data(train_cfg, task, accelerator.is_main_process)
+        # The node's first process loads first; the others map the observations it shared (NodeShare).
+        share = NodeShare(f"{os.getppid()}", accelerator.local_process_index,
+                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        with accelerator.local_main_process_first():
+            data, valid_data, path, sparse = load_data(train_cfg, task, accelerator.is_main_process, share)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
+    accelerator.wait_for_everyone()
+    share.release()
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
     spec, action_dim = obs_spec(data.observations, agent_cfg.frame_stack), int(data.actions.shape[1])
@@ -286,7 +293,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             f"training {train_cfg.agent} on {target} "
             f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
         )
-        accelerator.print(f"data: {sampler.placement_reason}")
+        accelerator.print(f"data: {sampler.placement_reason}{share.describe()}")
 
     def run_validation(step: int) -> dict[str, float]:
         """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""

@@ -28,7 +28,6 @@ class NodeShare:
         self.root = Path(root)
         self.enabled = local_processes > 1 and self.root.is_dir() and os.access(self.root, os.W_OK)
         self.paths: list[Path] = []
-        self.bytes = 0
 
     def array(self, key: str, load: Callable[[], np.ndarray]) -> np.ndarray:
         """`load()` on local rank 0, shared with the other local processes (which never call `load`)."""
@@ -47,12 +46,20 @@ class NodeShare:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            self.bytes += values.nbytes
         elif not path.exists():
             raise RuntimeError(f"{path}: the first process on this node did not share '{key}' (was it loaded "
                                f"first, under local_main_process_first?)")
         # Writable mapping of the shared pages (torch refuses read-only arrays); nothing writes to it.
         return np.load(path, mmap_mode="r+")
+
+    def holds(self, key: str) -> bool:
+        """Whether local rank 0 shared `key`: the other processes follow its choices (what to cache in RAM)."""
+        return self.enabled and (self.root / f"visual-lps-{self.tag}-{key}.npy").exists()
+
+    @property
+    def follows(self) -> bool:
+        """True on the processes that map what local rank 0 loaded."""
+        return self.enabled and self.local_rank != 0
 
     def describe(self) -> str:
         if not self.enabled or not self.paths:

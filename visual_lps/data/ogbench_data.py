@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from visual_lps.data.chunks import OfflineData
+from visual_lps.data.node_share import NodeShare
 from visual_lps.tasks import OGBenchTask
 
 REQUIRED_KEYS = ("observations", "actions", "terminals", "qpos")
@@ -49,8 +50,11 @@ def find_dataset(dataset_name: str, dataset_dir: str | Path, download: bool = Tr
     )
 
 
-def load_ogbench_task_data(path: str | Path, task: OGBenchTask, task_id: int, sparse: bool) -> OfflineData:
-    """Read an ogbench .npz file and relabel it with the rewards and masks of `task` / `task_id`."""
+def load_ogbench_task_data(
+    path: str | Path, task: OGBenchTask, task_id: int, sparse: bool, share: NodeShare | None = None
+) -> OfflineData:
+    """Read an ogbench .npz file and relabel it with the rewards and masks of `task` / `task_id`. With `share`,
+    the observations are read by the node's first process only and mapped by the others."""
     import gymnasium
     import ogbench.manipspace  # noqa: F401  (registers the environments)
     from ogbench.relabel_utils import relabel_dataset
@@ -66,16 +70,22 @@ def load_ogbench_task_data(path: str | Path, task: OGBenchTask, task_id: int, sp
         missing = [k for k in REQUIRED_KEYS if k not in file]
         if missing:
             raise ValueError(f"{path}: missing key(s) {missing}; an OGBench dataset has {list(REQUIRED_KEYS)}")
-        arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file}
-    if "puzzle" in task.env_base or "scene" in task.env_base:
-        if "button_states" not in arrays:
-            raise ValueError(f"{path}: missing key 'button_states', needed to label {task.name} rewards")
-    observations = arrays["observations"]
-    if observations.dtype != np.uint8:
-        observations = observations.astype(np.float32, copy=False)
-    for key in ("observations", "actions"):
-        if np.issubdtype(arrays[key].dtype, np.floating) and not np.isfinite(arrays[key]).all():
-            raise ValueError(f"{path}: '{key}' contains NaN or inf")
+        arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file and k != "observations"}
+        if "puzzle" in task.env_base or "scene" in task.env_base:
+            if "button_states" not in arrays:
+                raise ValueError(f"{path}: missing key 'button_states', needed to label {task.name} rewards")
+        if np.issubdtype(arrays["actions"].dtype, np.floating) and not np.isfinite(arrays["actions"]).all():
+            raise ValueError(f"{path}: 'actions' contains NaN or inf")
+
+        def read_observations() -> np.ndarray:
+            observations = file["observations"]
+            if observations.dtype != np.uint8:
+                observations = observations.astype(np.float32, copy=False)
+                if not np.isfinite(observations).all():
+                    raise ValueError(f"{path}: 'observations' contains NaN or inf")
+            return observations
+
+        observations = share.array("observations", read_observations) if share else read_observations()
 
     env = gymnasium.make(task.eval_env_name(task_id))
     labels = {k: arrays[k] for k in ("qpos", "button_states") if k in arrays}

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from visual_lps.data.chunks import OfflineData
+from visual_lps.data.node_share import NodeShare
 from visual_lps.data.robot_hdf5 import mask_names
 from visual_lps.observations import IMAGE_SUFFIX
 
@@ -80,8 +81,11 @@ def available_memory() -> int:
     return 0
 
 
-def load_robot_data(path: str | Path, split: str = "train", cache: str = "auto") -> OfflineData:
-    """The demos of `mask/<split>` (file validated beforehand: `validate_hdf5`); actions as stored."""
+def load_robot_data(
+    path: str | Path, split: str = "train", cache: str = "auto", share: NodeShare | None = None
+) -> OfflineData:
+    """The demos of `mask/<split>` (file validated beforehand: `validate_hdf5`); actions as stored. With `share`,
+    the RAM cache is read by the node's first process only and mapped by the others."""
     if cache not in CACHE_MODES:
         raise ValueError(f"--data-cache {cache!r}: choose one of {', '.join(CACHE_MODES)}")
     path = Path(path)
@@ -98,7 +102,12 @@ def load_robot_data(path: str | Path, split: str = "train", cache: str = "auto")
     columns = {key: H5Rows(path, key, demos, lengths) for key in keys}
     size = sum(column.nbytes for column in columns.values())
     in_ram = cache == "ram" or (cache == "auto" and size <= RAM_FRACTION * available_memory())
-    observations = {key: column.read_all() if in_ram else column for key, column in columns.items()}
+    if share is not None and share.follows:  # the first process decided (the memory it took is now shared)
+        in_ram = share.holds(f"{split}-{keys[0]}")
+    if in_ram and share is not None:
+        observations = {key: share.array(f"{split}-{key}", column.read_all) for key, column in columns.items()}
+    else:
+        observations = {key: column.read_all() if in_ram else column for key, column in columns.items()}
     episode_ends = np.zeros(len(actions), bool)
     episode_ends[np.cumsum(lengths) - 1] = True
     return OfflineData(
