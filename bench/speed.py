@@ -59,10 +59,10 @@ def observations(spec, batch: int, device: torch.device, generator: torch.Genera
     return torch.randn(batch, *spec, device=device, generator=generator)
 
 
-def make_agent(kind: str, device: torch.device, channels_last: bool = False) -> LPSAgent:
+def make_agent(kind: str, device: torch.device, channels_last: bool = False, shared_encoder: bool = True) -> LPSAgent:
     overrides, spec, action_dim = KINDS[kind]
     torch.manual_seed(0)
-    agent = LPSAgent(LPSConfig(horizon=5, **overrides), spec, action_dim).to(device)
+    agent = LPSAgent(LPSConfig(horizon=5, shared_encoder=shared_encoder, **overrides), spec, action_dim).to(device)
     if channels_last:
         agent.to(memory_format=torch.channels_last)
     return agent
@@ -73,11 +73,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_update(kind: str, variant: str, device: torch.device, batch_size: int, steps: int) -> tuple[float, float]:
+def time_update(
+    kind: str, variant: str, device: torch.device, batch_size: int, steps: int, shared_encoder: bool = True
+) -> tuple[float, float]:
     """(steps/s, seconds of the first call(s): compilation) of the update on fixed batches."""
     compile, bf16, channels_last = VARIANTS[variant]
     torch._dynamo.reset()
-    agent = make_agent(kind, device, channels_last)
+    agent = make_agent(kind, device, channels_last, shared_encoder)
     optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=3e-4)
     update = UpdateStep(agent, optimizer, compile=compile, mixed_precision="bf16" if bf16 else None)
     generator = torch.Generator(device).manual_seed(0)
@@ -154,13 +156,13 @@ def train_commands(kind: str, data_dir: Path) -> list[str]:
     return ["--task", "robot", "--dataset", str(path), "--encoder", "impala_small", "--augment-prob", "0.5"]
 
 
-def time_train(kind: str, device: torch.device, steps: int, compile: bool, data_dir: Path) -> float:
+def time_train(kind: str, device: torch.device, batch_size: int, steps: int, compile: bool, data_dir: Path) -> float:
     """steps/s of a real train.py run over its last log window (loader, update and loop)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, str(ROOT / "train.py"), *train_commands(kind, data_dir), "--out", out,
-                   "--steps", str(steps), "--log-every", str(max(steps // 4, 1)), "--eval-episodes", "0",
+                   "--steps", str(steps), "--batch-size", str(batch_size), "--log-every", str(max(steps // 4, 1)), "--eval-episodes", "0",
                    "--save-every", str(steps), "--no-progress", "--compile" if compile else "--no-compile"]
         env = os.environ | ({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
@@ -181,6 +183,8 @@ def main() -> None:
     parser.add_argument("--kinds", default="state,visual,robot", help="comma-separated: state, visual, robot")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated update variants")
     parser.add_argument("--data-dir", default="data/bench-speed", help="where the small datasets are made once")
+    parser.add_argument("--per-network-encoders", action="store_true",
+                        help="image agents with one encoder per network (the reference's layout) instead of one shared")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -198,13 +202,14 @@ def main() -> None:
             for variant in args.variants.split(","):
                 if VARIANTS[variant][2] and kind == "state":
                     continue
-                rate, warmup = time_update(kind, variant, device, args.batch_size, steps)
+                rate, warmup = time_update(kind, variant, device, args.batch_size, steps,
+                                           shared_encoder=not args.per_network_encoders)
                 rates[kind, variant] = rate
                 print(f"| update | {kind} | {variant} | {rate:.1f} steps/s ({1000 / rate:.2f} ms) | {warmup:.1f} |",
                       flush=True)
         if "train" in parts:
             compile = on_cuda  # train.py's default
-            rate = time_train(kind, device, train_steps, compile, ROOT / args.data_dir)
+            rate = time_train(kind, device, args.batch_size, train_steps, compile, ROOT / args.data_dir)
             variant = "compiled fp32" if compile else "eager fp32"
             alone = rates.get((kind, variant))
             share = f"; {rate / alone:.0%} of the update alone" if alone else ""

@@ -2,7 +2,6 @@ import os
 import signal
 
 import pytest
-import torch
 
 from visual_lps.faults import StopRequest
 
@@ -11,9 +10,9 @@ def test_first_signal_requests_a_stop_second_acts_as_before():
     previous = signal.getsignal(signal.SIGTERM)
     stop = StopRequest()
     try:
-        assert not stop.should_stop(1, torch.device("cpu"))
+        assert not stop.should_stop(1)
         os.kill(os.getpid(), signal.SIGINT)
-        assert stop.should_stop(2, torch.device("cpu")) and stop.signal_name == "SIGINT"
+        assert stop.should_stop(2) and stop.signal_name == "SIGINT"
         with pytest.raises(KeyboardInterrupt):  # Python's own SIGINT handler is back
             os.kill(os.getpid(), signal.SIGINT)
     finally:

@@ -365,7 +365,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
                     writer.add_scalar(k, v, step)
                 writer.flush()
                 outcome.metrics = evaluation
-            stopping = stop.should_stop(step, accelerator.device)
+            stopping = stop.should_stop(step)
             if stopping or step % train_cfg.save_every == 0 or step == train_cfg.steps:
                 checkpoint(step)
             if stopping:

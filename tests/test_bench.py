@@ -1,0 +1,17 @@
+"""The speed benchmark runs (tiny sizes): a benchmark that no longer matches the code is caught here."""
+
+import runpy
+import sys
+
+from tests.conftest import REPO
+
+
+def test_speed_table_prints_a_row_per_measurement(monkeypatch, capsys):
+    argv = ["bench/speed.py", "--device", "cpu", "--kinds", "state,visual", "--parts", "update,act",
+            "--variants", "eager fp32", "--steps", "1", "--act-calls", "3", "--batch-size", "4"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO / "bench" / "speed.py"), run_name="__main__")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| update") or
+            line.startswith("| act")]
+    assert len(rows) == 6, rows  # per agent: one update variant, act eager and compiled
+    assert all("steps/s" in row or "p50" in row for row in rows)
