@@ -209,7 +209,8 @@ class ChunkedActorCritic(nn.Module):
 
     def compile_act(self, cuda_graphs: bool | None = None, backend: str | Callable = "inductor") -> None:
         """Compile `act` as one graph (on CUDA, by default, replayed as CUDA graphs). On a CPU this takes
-        seconds and shortens a batch-1 chunk by about half: worth it for deployment, not for short evaluations."""
+        seconds and makes a batch-1 chunk about 1.7x (state) to 2.6x (cameras) faster: worth it for deployment, not
+        for short evaluations."""
         use_graphs = self.action_low.device.type == "cuda" if cuda_graphs is None else cuda_graphs
         mode = "reduce-overhead" if use_graphs and backend == "inductor" else None
         # No guards on the networks' own attributes (a Python check of every parameter on each call, a fifth of
