@@ -36,7 +36,7 @@ class TrainConfig:
     """robot HDF5 data: 'auto' holds it in RAM when it fits, 'ram' always, 'none' reads batches from disk"""
     data_on: str = "auto"
     """where the observations live: 'auto' (on a CUDA device when they take at most half its free memory, else in
-    page-locked host memory with batches copied ahead), 'device' or 'host'"""
+    host memory with batches copied ahead), 'device' or 'host'"""
     dataset_dir: str = "data/ogbench"
     """folder searched for (or downloaded into) OGBench datasets"""
     sparse: bool | None = None

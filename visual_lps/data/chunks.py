@@ -82,9 +82,9 @@ def choose_placement(observation_bytes: int, device: torch.device, requested: st
     """Where the in-memory observations live, and why (printed at the start of training).
 
     The rule: on a CUDA device when they take at most half of its free memory, so that batches are gathered
-    by the device itself; otherwise in page-locked host memory, from which each batch is gathered on the
-    host and copied asynchronously on a side stream while the previous update runs. On a CPU the device is
-    host memory."""
+    by the device itself; otherwise in host memory, from which each batch is gathered on the host into
+    page-locked buffers and copied asynchronously on a side stream while the previous update runs. On a CPU
+    the device is host memory."""
     size = f"{observation_bytes / 2**30:.2f} GiB of observations"
     if requested not in PLACEMENTS:
         raise ValueError(f"--data-on {requested!r}: choose one of {', '.join(PLACEMENTS)}")
@@ -95,7 +95,7 @@ def choose_placement(observation_bytes: int, device: torch.device, requested: st
     free, _ = torch.cuda.mem_get_info(device)
     if observation_bytes <= DEVICE_FRACTION * free:
         return "device", f"{size} on {device} (at most {DEVICE_FRACTION:.0%} of its {free / 2**30:.1f} GiB free)"
-    return "host", (f"{size} in page-locked host memory (more than {DEVICE_FRACTION:.0%} of the "
+    return "host", (f"{size} in host memory (more than {DEVICE_FRACTION:.0%} of the "
                     f"{free / 2**30:.1f} GiB free on {device}): batches gathered on the host, copied ahead")
 
 
@@ -179,17 +179,12 @@ class ChunkSampler:
         return map_obs(lambda column: self._take(column, rows), self.observations)
 
     def _hold(self, column):
-        """In-memory arrays go where the placement says (page-locked in place when on the host beside a CUDA
-        device); on-disk columns (`H5Rows`) stay where they are."""
+        """In-memory arrays go where the placement says; on-disk columns (`H5Rows`) stay where they are."""
         if not isinstance(column, np.ndarray):
             return column
         if self.placement == "device":
             return torch.as_tensor(column, device=self.device)
-        tensor = torch.from_numpy(np.ascontiguousarray(column))
-        if self.pin and tensor.numel():
-            # Page-lock the array where it is (pin_memory() would copy it): copies from it run asynchronously.
-            torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), tensor.nbytes, 0)
-        return tensor
+        return torch.from_numpy(np.ascontiguousarray(column))
 
     def _take(self, column, rows: torch.Tensor) -> torch.Tensor:
         if not isinstance(column, torch.Tensor):  # on disk
