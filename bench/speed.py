@@ -162,8 +162,9 @@ def time_train(kind: str, device: torch.device, batch_size: int, steps: int, com
 
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, str(ROOT / "train.py"), *train_commands(kind, data_dir), "--out", out,
-                   "--steps", str(steps), "--batch-size", str(batch_size), "--log-every", str(max(steps // 4, 1)), "--eval-episodes", "0",
-                   "--save-every", str(steps), "--no-progress", "--compile" if compile else "--no-compile"]
+                   "--steps", str(steps), "--batch-size", str(batch_size), "--log-every", str(max(steps // 4, 1)),
+                   "--eval-episodes", "0", "--save-every", str(steps), "--no-progress",
+                   "--compile" if compile else "--no-compile"]
         env = os.environ | ({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
         events = EventAccumulator(str(Path(out) / "tb"), size_guidance={"scalars": 0})
@@ -175,7 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=None, help="timed updates per row (default 200 on CUDA, 20 on CPU)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed updates per row (default 200 on CUDA, 20 on CPU)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="steps of each train.py run (default 2,000 on CUDA, 200 on CPU)")
     parser.add_argument("--act-calls", type=int, default=1000)

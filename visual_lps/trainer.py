@@ -30,7 +30,7 @@ from visual_lps.config import (
     load_yaml,
     save_run_config,
 )
-from visual_lps.data.chunks import PLACEMENTS, ChunkSampler, OfflineData
+from visual_lps.data.chunks import PLACEMENTS, ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
@@ -255,7 +255,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     # No DDP wrapper: UpdateStep averages the gradients itself, inside the one compiled graph.
     core = accelerator.prepare_model(agent, evaluation_mode=True)
     accelerator.prepare_optimizer(adam)
-    def make_sampler(split: OfflineData, seed: int, what: str, random_inputs) -> ChunkSampler:
+    def make_sampler(split: OfflineData, seed: int, what: str, random_inputs: RandomInputs | None) -> ChunkSampler:
         try:
             return ChunkSampler(split, agent_cfg.horizon, accelerator.device, seed=seed,
                                 frame_stack=agent_cfg.frame_stack, draw_random=random_inputs,

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-Batch = dict
+from visual_lps.agents.base import Batch
 
 
 def distributed_world() -> int:
@@ -72,18 +72,21 @@ class UpdateStep:
             # The first call runs eagerly (it sizes the metric sums); later calls run the compiled graph.
             self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
             mode = "reduce-overhead" if self.cuda_graphs and backend == "inductor" else None
-            self._compiled = torch.compile(self._eager_update, fullgraph=True, backend=backend, mode=mode)
+            self._step_fn = torch.compile(self._step, fullgraph=True, backend=backend, mode=mode)
         else:
-            self._compiled = self._eager_update
+            self._step_fn = self._step
 
     def describe(self) -> str:
-        how = "eager (uncompiled)"
+        """How the update runs, for the start of a training log."""
         if self.compiled:
-            how = "compiled as one graph" + (", replayed as CUDA graphs" if self.cuda_graphs else "")
-        extras = [", bf16 autocast" if self.autocast else ""]
+            parts = ["compiled as one graph" + (", replayed as CUDA graphs" if self.cuda_graphs else "")]
+        else:
+            parts = ["eager (uncompiled)"]
+        if self.autocast:
+            parts.append("bf16 autocast")
         if self.world > 1:
-            extras.append(f", gradients averaged over {self.world} processes in the update")
-        return how + "".join(extras)
+            parts.append(f"gradients averaged over {self.world} processes in the update")
+        return ", ".join(parts)
 
     def adam_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """(first moments, second moments, step counts), created as torch.optim.Adam would on its first step.
@@ -103,7 +106,7 @@ class UpdateStep:
     def __call__(self, batch: Batch) -> None:
         moments, squares, steps = self.adam_state()
         if self.sums is None:
-            metrics = self._eager_update(batch, moments, squares, steps)
+            metrics = self._update(batch, moments, squares, steps)
             self.names = list(metrics)
             self.sums = torch.zeros(len(self.names), device=self.device)
             self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=self.device)
@@ -113,10 +116,15 @@ class UpdateStep:
         else:
             # Gradients by torch.autograd.grad inside the graph: dynamo traces autograd only when asked.
             with torch._dynamo.config.patch(trace_autograd_ops=True):
-                self._compiled(batch, moments, squares, steps)
+                self._step_fn(batch, moments, squares, steps)
         self.calls += 1
 
-    def _eager_update(self, batch: Batch, moments, squares, steps) -> dict[str, torch.Tensor] | None:
+    def _step(self, batch: Batch, moments, squares, steps) -> None:
+        """What the compiled graph holds: one update and the metric sums."""
+        self._accumulate(self._update(batch, moments, squares, steps))
+
+    def _update(self, batch: Batch, moments, squares, steps) -> dict[str, torch.Tensor]:
+        """Forward, gradients (averaged over processes), Adam and the target update; returns the metrics."""
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with autocast:
             loss, metrics = self.agent(batch)
@@ -131,10 +139,7 @@ class UpdateStep:
         with torch.no_grad():
             self._adam(grads, moments, squares, steps)
             self.agent.update_targets()
-        if self.sums is None:
-            return metrics
-        self._accumulate(metrics)
-        return None
+        return metrics
 
     @torch.no_grad()
     def _accumulate(self, metrics: dict[str, torch.Tensor]) -> None:

@@ -162,15 +162,15 @@ class ChunkSampler:
         # A chunk that ends on a terminal last row bootstraps from nothing (mask 0): any row of the episode
         # will do, so the index is clamped to it.
         next_idx = torch.minimum(idx + self.horizon, self.episode_last[idx])
-        host_part = {"observations": self.stacked_observations(idx), "next_observations": self.stacked_observations(next_idx)}
+        batch = {"observations": self.stacked_observations(idx),
+                 "next_observations": self.stacked_observations(next_idx)}
         if self.draw_random is not None:
-            host_part["random"] = self.draw_random(batch_size, self.index_device, self.generator)
-        if self.index_device != self.device:
-            host_part["idx"] = idx
-            host_part = self._to_device(host_part)
-            idx = host_part.pop("idx")
-        steps = idx[:, None] + self.offsets
-        return host_part | {"actions": self.actions[steps], "rewards": self.rewards[steps], "masks": self.masks[steps]}
+            batch["random"] = self.draw_random(batch_size, self.index_device, self.generator)
+        if self.index_device != self.device:  # drawn on the host: one asynchronous copy of all of it
+            batch = self._to_device(batch | {"idx": idx})
+            idx = batch.pop("idx")
+        steps = idx[:, None] + self.offsets  # actions, rewards and masks always live on the device
+        return batch | {"actions": self.actions[steps], "rewards": self.rewards[steps], "masks": self.masks[steps]}
 
     def stacked_observations(self, rows: torch.Tensor) -> Nested[torch.Tensor]:
         """(B, *obs) without stacking, else (B, frame_stack, *obs) ending at `rows`, within their episodes."""
