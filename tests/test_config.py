@@ -44,8 +44,8 @@ def test_flags_override_yaml_and_defaults():
     assert train.out == "runs/scene-task1-lps-s0"
 
 
-def test_unknown_task_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown --task 'cube-triple'.*cube-single"):
+def test_unknown_task_is_one_error_line():
+    with pytest.raises(SystemExit, match="^error: unknown --task 'cube-triple'.*cube-single"):
         parse_args(["--task", "cube-triple"])
 
 
@@ -60,6 +60,13 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path: Path):
     ("--keep-last", "-1", "must be at least 0 (0 keeps all)"),
     ("--mixed-precision", "fp16", "must be no or bf16"),
     ("--data-on", "gpu", "must be auto or device or host"),
+    ("--horizon", "0", "must be at least 1"),
+    ("--frame-stack", "0", "must be at least 1"),
+    ("--discount", "1.5", "must be in (0, 1]"),
+    ("--lr", "-0.001", "must be positive"),
+    ("--augment-prob", "2.5", "must be in [0, 1]"),
+    ("--prior-hidden-dims", "64,0", "must be widths of at least 1"),
+    ("--flow-ratio", "1.5", "must be in [0, 1]"),
 ])
 def test_out_of_range_flags_are_named_with_their_own_range(flag: str, value: str, allowed: str):
     with pytest.raises(SystemExit) as error:
@@ -87,3 +94,32 @@ def test_processes_that_form_no_group_are_refused(tiny_cube_dir, tmp_path):
     assert result.returncode != 0
     assert "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--lr", "abc", "argument --lr: invalid float value: 'abc'"),
+    ("--steps", "1e3x", "argument --steps: invalid int value: '1e3x'"),
+    ("--prior-hidden-dims", "a,b", "argument --prior-hidden-dims: invalid comma-separated int list value: 'a,b'"),
+])
+def test_values_of_the_wrong_type_name_the_flag_and_the_type(flag: str, value: str, says: str, capsys):
+    with pytest.raises(SystemExit) as error:
+        parse_args([flag, value])
+    assert error.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_out_must_be_a_folder_and_an_existing_run_is_never_silently_replaced(tmp_path: Path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(SystemExit, match="--out .*notes.txt is a file, not a run folder"):
+        parse_args(["--out", str(a_file)])
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"train": {}, "agent": {}}))
+    with pytest.raises(SystemExit, match="already holds a run \\(config.yaml, checkpoints\\).*--resume.*--overwrite"):
+        parse_args(["--out", str(run)])
+    train, _ = parse_args(["--out", str(run), "--overwrite"])
+    assert train.overwrite
+    with pytest.raises(SystemExit, match="give one"):
+        parse_args(["--out", str(run), "--overwrite", "--resume"])
+    assert a_file.read_text() == "mine" and (run / "checkpoints").is_dir()  # nothing touched by refusing
+

@@ -125,3 +125,17 @@ def test_robot_task_needs_a_valid_dataset(tmp_path: Path):
     (tmp_path / "junk.hdf5").write_bytes(b"junk")
     assert "junk.hdf5: cannot open as HDF5" in fails("--dataset", str(tmp_path / "junk.hdf5"))
     assert "no simulator" in fails("--dataset", str(tmp_path / "junk.hdf5"), "--eval-episodes", "3")
+
+
+def test_a_robot_file_without_held_out_demos_says_so_at_start(tmp_path: Path):
+    from tests.data.converters.test_droid import write_trajectory
+
+    for i in range(3):
+        write_trajectory(tmp_path / "droid" / "success" / f"traj_{i}.h5", 12, seed=i)
+    dataset = tmp_path / "robot.hdf5"
+    run(sys.executable, "tools/convert_teleop.py", "--format", "droid", str(tmp_path / "droid"), str(dataset),
+        "--valid-fraction", "0", "--resize", "16x16")
+    result = run(sys.executable, "train.py", "--task", "robot", "--dataset", str(dataset), "--out",
+                 str(tmp_path / "run"), *TINY_NETS, "--steps", "2", "--eval-episodes", "0", "--log-every", "1")
+    assert "warning:" in result.stdout and "mask/valid lists no demos" in result.stdout
+

@@ -102,8 +102,8 @@ def test_a_stop_signal_checkpoints_and_exits_cleanly_then_resume_continues(tiny_
     time.sleep(3)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr[-3000:]
-    assert f"stopped by {sig.name} after step" in stdout
+    assert process.returncode == 128 + sig, stderr[-3000:]  # 143 / 130: stopped early, not finished
+    assert f"stopped by {sig.name} after step" in stdout and f"exit status {128 + sig}" in stdout
     stopped_at = int(stdout.split("after step ")[1].split()[0])
     assert (out / "checkpoints" / f"step_{stopped_at:08d}").is_dir()
     resumed = run(sys.executable, "train.py", "--resume", "--out", str(out), "--steps", str(stopped_at + 2))
@@ -157,3 +157,17 @@ def test_sigterm_to_a_two_process_launcher_reaches_both_processes_which_checkpoi
     stdout, stderr = launcher.communicate(timeout=120)
     assert "stopped by SIGTERM" in stdout and "weights identical on all 2 processes" in stdout, stderr[-3000:]
     assert len(list((out / "checkpoints").glob("step_*"))) == 1
+
+
+def test_overwrite_replaces_the_run_in_out_and_only_it(tiny_cube_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    common = ["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out), *TINY_NETS,
+              "--eval-episodes", "0", "--save-every", "2", "--log-every", "2"]
+    train(*parse_args([*common, "--steps", "4"]))
+    (out / "my_notes.txt").write_text("kept")
+    train(*parse_args([*common, "--steps", "2", "--overwrite"]))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]  # step 4 was the old run's
+    assert (out / "my_notes.txt").read_text() == "kept"
+    resumed, _ = parse_args(["--resume", "--out", str(out), "--steps", "4"])  # --overwrite started it, not sticky
+    assert resumed.resume and not resumed.overwrite
+

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from visual_lps.data.chunks import PLACEMENTS
+
 
 @dataclass
 class TrainConfig:
@@ -72,6 +74,33 @@ class TrainConfig:
     """continue the run in --out from its latest checkpoint"""
     progress: bool = True
     """show a progress bar"""
+    overwrite: bool = False
+    """start a new run in an --out folder that already holds one, deleting its checkpoints, logs and config"""
+
+    def ranges(self) -> dict[str, tuple[bool, str]]:
+        """field -> (its value is allowed, what is allowed)"""
+        return {
+            "task_id": (1 <= self.task_id <= 5, "1..5"),
+            "steps": (self.steps >= 1, "at least 1"),
+            "batch_size": (self.batch_size >= 1, "at least 1"),
+            "eval_every": (self.eval_every >= 1, "at least 1"),
+            "eval_episodes": (self.eval_episodes >= 0, "at least 0"),
+            "log_every": (self.log_every >= 1, "at least 1"),
+            "save_every": (self.save_every >= 1, "at least 1"),
+            "keep_last": (self.keep_last >= 0, "at least 0 (0 keeps all)"),
+            "mixed_precision": (self.mixed_precision in (None, "no", "bf16"), "no or bf16"),
+            "data_on": (self.data_on in PLACEMENTS, " or ".join(PLACEMENTS)),
+        }
+
+
+def check_ranges(config: Any) -> None:
+    """SystemExit naming the first field of `config` (a dataclass with `ranges()`) whose value is not allowed,
+    as the flag a user types, with that field's own range."""
+    for name, (ok, allowed) in config.ranges().items():
+        if not ok:
+            value = getattr(config, name)
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            raise SystemExit(f"error: --{name.replace('_', '-')} {shown}: out of range, must be {allowed}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -100,6 +129,20 @@ def _parse_value(annotation: Any, text: str) -> Any:
         (item, _) = typing.get_args(kind)
         return tuple(item(x) for x in text.split(",") if x.strip())
     return kind(text)
+
+
+def _value_parser(annotation: Any):
+    """The argparse type of a field, named so that a bad value reads 'invalid float value: 'abc''."""
+
+    def parse(text: str) -> Any:
+        return _parse_value(annotation, text)
+
+    kind = _base_type(annotation)
+    if typing.get_origin(kind) is tuple:
+        parse.__name__ = f"comma-separated {typing.get_args(kind)[0].__name__} list"
+    else:
+        parse.__name__ = kind.__name__
+    return parse
 
 
 def coerce(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -137,10 +180,8 @@ def add_dataclass_flags(
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(
-                flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text,
-                type=lambda text, a=hints[f.name]: _parse_value(a, text),
-            )
+            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text,
+                               type=_value_parser(hints[f.name]))
     return added
 
 

@@ -26,11 +26,12 @@ from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint, rotate_c
 from visual_lps.config import (
     TrainConfig,
     add_dataclass_flags,
+    check_ranges,
     coerce,
     load_yaml,
     save_run_config,
 )
-from visual_lps.data.chunks import PLACEMENTS, ChunkSampler, OfflineData, RandomInputs
+from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
@@ -61,6 +62,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     train_given = {k: v for k, v in given.items() if k in train_names}
     agent_given = {k: v for k, v in given.items() if k not in train_names}
 
+    try:
+        return _resolve(train_given, agent_given)
+    except ValueError as e:  # an unknown task, a config file that names unknown fields
+        raise SystemExit(f"error: {e}") from None
+
+
+def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[TrainConfig, Any]:
     if train_given.get("resume"):
         probe = TrainConfig(**train_given)
         out = Path(probe.out or default_out(probe))
@@ -69,27 +77,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
             raise SystemExit(f"error: --resume: no run to resume at {out} ({saved} is missing)")
         base = load_yaml(saved)
         base["train"]["out"] = str(out)
+        base["train"]["overwrite"] = False  # what started the run, not what continues it
     else:
         task = get_task(train_given.get("task", TrainConfig.task))
         base = load_yaml(task.config_path)
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
     get_task(train.task)
-    checks = {  # flag -> (value allowed, what is allowed)
-        "task_id": (1 <= train.task_id <= 5, "1..5"),
-        "steps": (train.steps >= 1, "at least 1"),
-        "batch_size": (train.batch_size >= 1, "at least 1"),
-        "eval_every": (train.eval_every >= 1, "at least 1"),
-        "eval_episodes": (train.eval_episodes >= 0, "at least 0"),
-        "log_every": (train.log_every >= 1, "at least 1"),
-        "save_every": (train.save_every >= 1, "at least 1"),
-        "keep_last": (train.keep_last >= 0, "at least 0 (0 keeps all)"),
-        "mixed_precision": (train.mixed_precision in (None, "no", "bf16"), "no or bf16"),
-        "data_on": (train.data_on in PLACEMENTS, " or ".join(PLACEMENTS)),
-    }
-    for name, (ok, allowed) in checks.items():
-        if not ok:
-            flag = "--" + name.replace("_", "-")
-            raise SystemExit(f"error: {flag} {getattr(train, name)}: out of range, must be {allowed}")
+    check_ranges(train)
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent][0]
@@ -97,9 +91,37 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     if foreign:
         raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
     agent = agent_cls(**(coerce(agent_cls, base["agent"], "config") | agent_given))
+    check_ranges(agent)
     if train.out is None:
         train.out = default_out(train)
+    check_run_folder(Path(train.out), train.resume, train.overwrite)
     return train, agent
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before anything is loaded: --out must be a folder, and one that holds a run only when that run is
+    continued (--resume) or explicitly replaced (--overwrite)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a run folder")
+    if resume and overwrite:
+        raise SystemExit("error: --resume continues the run in --out and --overwrite replaces it: give one")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise SystemExit(f"error: --out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                         f"or replace it with --overwrite (deletes its checkpoints, logs and config)")
+
+
+RUN_FILES = ("config.yaml", "agent_spec.yaml", "checkpoints", "tb")
+"""what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
+
+
+def clear_run_folder(out: Path) -> None:
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 @dataclass
@@ -161,6 +183,9 @@ def load_data(
         summary = validate_hdf5(train_cfg.dataset)
         if announce:
             tqdm.write(str(summary))
+            if not summary.valid:
+                tqdm.write(f"warning: {summary.path}: mask/valid lists no demos, so this run reports no offline "
+                           f"metrics (convert with --valid-fraction above 0 to hold some demos out)")
         data = load_robot_data(summary.path, "train", train_cfg.data_cache, share)
         valid = load_robot_data(summary.path, "valid", train_cfg.data_cache, share) if summary.valid else None
         return data, valid, summary.path, None
@@ -281,6 +306,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     writer = None
     eval_env = None
     if accelerator.is_main_process:
+        if train_cfg.overwrite:
+            clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
         agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}

@@ -81,6 +81,20 @@ class ActorCriticConfig:
     critic_ensemble: int = 2
     """number of critics; the TD target takes the minimum over them (clipped double Q)"""
 
+    def ranges(self) -> dict[str, tuple[bool, str]]:
+        """field -> (its value is allowed, what is allowed)"""
+        return {
+            "horizon": (self.horizon >= 1, "at least 1"),
+            "frame_stack": (self.frame_stack >= 1, "at least 1"),
+            "augment_prob": (0.0 <= self.augment_prob <= 1.0, "in [0, 1]"),
+            "augment_pad": (self.augment_pad >= 0, "at least 0"),
+            "discount": (0.0 < self.discount <= 1.0, "in (0, 1]"),
+            "lr": (self.lr > 0.0, "positive"),
+            "tau": (0.0 < self.tau <= 1.0, "in (0, 1]"),
+            "critic_hidden_dims": (all(w >= 1 for w in self.critic_hidden_dims), "widths of at least 1"),
+            "critic_ensemble": (self.critic_ensemble >= 1, "at least 1"),
+        }
+
 
 class ChunkedActorCritic(nn.Module):
     """Encoder(s) + critic ensemble + target critic over flattened action chunks of `horizon` actions."""

@@ -54,6 +54,16 @@ class LPSConfig(ActorCriticConfig):
     adaptive_loss_eps: float = 1e-3
     """constant c of the adaptive loss weight"""
 
+    def ranges(self) -> dict[str, tuple[bool, str]]:
+        return super().ranges() | {
+            "prior_hidden_dims": (all(w >= 1 for w in self.prior_hidden_dims), "widths of at least 1"),
+            "actor_hidden_dims": (all(w >= 1 for w in self.actor_hidden_dims), "widths of at least 1"),
+            "t_std": (self.t_std > 0.0, "positive"),
+            "flow_ratio": (0.0 <= self.flow_ratio <= 1.0, "in [0, 1]"),
+            "adaptive_loss_power": (self.adaptive_loss_power >= 0.0, "at least 0"),
+            "adaptive_loss_eps": (self.adaptive_loss_eps > 0.0, "positive"),
+        }
+
 
 class LPSAgent(ChunkedActorCritic):
     """LPS: MeanFlow prior + action critic + latent actor on one shared encoder."""
