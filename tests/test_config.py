@@ -9,7 +9,7 @@ import yaml
 
 from tests.conftest import REPO
 from visual_lps.agents import AGENTS
-from visual_lps.config import TrainConfig, field_docs
+from visual_lps.config import TrainConfig, field_docs, save_run_config
 from visual_lps.tasks import CONFIG_DIR, TASKS
 from visual_lps.trainer import parse_args
 
@@ -122,4 +122,23 @@ def test_out_must_be_a_folder_and_an_existing_run_is_never_silently_replaced(tmp
     with pytest.raises(SystemExit, match="give one"):
         parse_args(["--out", str(run), "--overwrite", "--resume"])
     assert a_file.read_text() == "mine" and (run / "checkpoints").is_dir()  # nothing touched by refusing
+
+
+def test_resume_refuses_flags_that_change_what_the_run_learns_and_accepts_the_others(tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    train, agent = parse_args(["--task", "cube-single", "--out", str(run), "--no-progress"])
+    save_run_config(run / "config.yaml", train, agent)
+    with pytest.raises(SystemExit) as error:
+        parse_args(["--resume", "--out", str(run), "--lr", "0.1", "--horizon", "10", "--task-id", "2", "--seed", "3",
+                    "--prior-hidden-dims", "64,64", "--steps", "10"])
+    message = str(error.value)
+    for expected in ("--lr 0.1 (the run has 0.0003)", "--horizon 10 (the run has 5)", "--task-id 2 (the run has 1)",
+                     "--seed 3 (the run has 0)", "--prior-hidden-dims 64,64 (the run has 512,512,512,512)"):
+        assert expected in message
+    assert "--steps" not in message
+    resumed, agent = parse_args(["--resume", "--out", str(run), "--steps", "10", "--keep-last", "2", "--seed", "0",
+                                 "--no-compile", "--eval-every", "5"])
+    assert (resumed.steps, resumed.keep_last, resumed.eval_every, resumed.compile) == (10, 2, 5, False)
+    assert agent.lr == 3e-4
 

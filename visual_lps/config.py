@@ -93,13 +93,17 @@ class TrainConfig:
         }
 
 
+def as_flag_value(value: Any) -> str:
+    """A value as it is typed on the command line (tuples comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def check_ranges(config: Any) -> None:
     """SystemExit naming the first field of `config` (a dataclass with `ranges()`) whose value is not allowed,
     as the flag a user types, with that field's own range."""
     for name, (ok, allowed) in config.ranges().items():
         if not ok:
-            value = getattr(config, name)
-            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            shown = as_flag_value(getattr(config, name))
             raise SystemExit(f"error: --{name.replace('_', '-')} {shown}: out of range, must be {allowed}")
 
 

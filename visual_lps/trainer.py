@@ -26,6 +26,7 @@ from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint, rotate_c
 from visual_lps.config import (
     TrainConfig,
     add_dataclass_flags,
+    as_flag_value,
     check_ranges,
     coerce,
     load_yaml,
@@ -78,6 +79,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
         base = load_yaml(saved)
         base["train"]["out"] = str(out)
         base["train"]["overwrite"] = False  # what started the run, not what continues it
+        refuse_changes_on_resume(saved, base, train_given, agent_given)
     else:
         task = get_task(train_given.get("task", TrainConfig.task))
         base = load_yaml(task.config_path)
@@ -96,6 +98,31 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
         train.out = default_out(train)
     check_run_folder(Path(train.out), train.resume, train.overwrite)
     return train, agent
+
+
+RESUMABLE_CHANGES = frozenset({
+    "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
+    "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
+    "channels_last",
+})
+"""fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are.
+Everything else (task, data, seed, batch, every agent field) defines what is learned and stays as it was;
+precision and compilation may change, at the cost of bit-exactness with an uninterrupted run"""
+
+
+def refuse_changes_on_resume(saved: Path, base: dict, train_given: dict[str, Any], agent_given: dict[str, Any]) -> None:
+    """SystemExit naming every flag of a --resume that would change what the run learns, with both values."""
+    agent_cls = AGENTS[base["train"].get("agent", TrainConfig.agent)][0]
+    before = coerce(TrainConfig, {k: v for k, v in base["train"].items() if k in train_given}, str(saved))
+    before |= coerce(agent_cls, {k: v for k, v in base["agent"].items() if k in agent_given}, str(saved))
+    defaults = {f.name: f.default for cls in (TrainConfig, agent_cls) for f in fields(cls)}
+    changed = [(name, before.get(name, defaults.get(name)), value) for name, value in (train_given | agent_given).items()
+               if name not in RESUMABLE_CHANGES and before.get(name, defaults.get(name)) != value]
+    if changed:
+        described = "; ".join(f"--{name.replace('_', '-')} {as_flag_value(new)} (the run has {as_flag_value(old)})"
+                              for name, old, new in changed)
+        raise SystemExit(f"error: --resume continues the run in {saved.parent} as it was configured: {described}. "
+                         f"Start a new run (another --out, or --overwrite) to change them")
 
 
 def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
