@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -170,4 +171,58 @@ def test_overwrite_replaces_the_run_in_out_and_only_it(tiny_cube_dir: Path, tmp_
     assert (out / "my_notes.txt").read_text() == "kept"
     resumed, _ = parse_args(["--resume", "--out", str(out), "--steps", "4"])  # --overwrite started it, not sticky
     assert resumed.resume and not resumed.overwrite
+
+
+def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["--task", "cube-single", "--dataset-dir", str(data_dir), "--out", str(out), *TINY_NETS,
+            "--eval-episodes", "0", "--save-every", "2", "--log-every", "2", *extra]
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.bin", "random_states_0.pkl",
+                                     "custom_checkpoint_1.pkl"])
+def test_resume_passes_over_a_damaged_newest_checkpoint_naming_it(tiny_cube_dir: Path, tmp_path: Path, damaged,
+                                                                  capsys):
+    out = tmp_path / "run"
+    train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "4")))
+    path = out / "checkpoints" / "step_00000004" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated, as by a full disk or a copy
+    capsys.readouterr()
+    train(*parse_args(["--resume", "--out", str(out), "--steps", "6"]))
+    printed = capsys.readouterr().out
+    assert f"warning: checkpoint {out / 'checkpoints' / 'step_00000004'} is incomplete: {damaged} has" in printed
+    assert "resumed from" in printed and "step_00000002 at step 2" in printed
+    assert (out / "checkpoints" / "step_00000006").is_dir()
+
+
+def test_evaluate_refuses_a_damaged_checkpoint_naming_it(tiny_cube_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "2")))
+    weights_file = out / "checkpoints" / "step_00000002" / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:100])
+    result = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(weights_file.parent)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "step_00000002 is incomplete: model.safetensors has 100 bytes" in result.stderr
+
+
+def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_earlier_checkpoints(
+    tiny_cube_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from accelerate import Accelerator
+
+    save_state = Accelerator.save_state
+
+    def fills_the_disk(self, output_dir, **kwargs):
+        if "step_00000004" not in output_dir:
+            return save_state(self, output_dir, **kwargs)
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", fills_the_disk)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "6")))
+    assert f"no space left on device at {out}" in str(stop.value) and "step_00000004 was not written" in str(stop.value)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]  # no partial folder left
 

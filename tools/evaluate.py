@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from visual_lps.checkpoint import load_agent, resolve_checkpoint
+    from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
     from visual_lps.tasks import RobotTask, get_task
     from visual_lps.trainer import make_policy
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --episodes must be at least 1")
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
-    except FileNotFoundError as e:
+        agent, train_cfg, agent_cfg, _ = load_agent(ckpt, args.device)
+    except (FileNotFoundError, IncompleteCheckpoint) as e:
         sys.exit(f"error: --checkpoint {e}")
-    agent, train_cfg, agent_cfg, _ = load_agent(ckpt, args.device)
     task = get_task(train_cfg.task)
     if isinstance(task, RobotTask):
         sys.exit(f"error: {ckpt} was trained on a robot dataset, which has no simulator to evaluate in; its "

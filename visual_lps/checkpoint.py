@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,68 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+MANIFEST = "manifest.json"
+"""every file of a checkpoint with its size and SHA-256, written last"""
+
+
+class IncompleteCheckpoint(ValueError):
+    """A checkpoint whose files do not match its manifest (truncated, missing, altered); the message names it."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and digest of every file in `folder`, as the last file written to it."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(entries, indent=1))
+    tmp.rename(folder / MANIFEST)
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """IncompleteCheckpoint naming the checkpoint and its first bad file. A checkpoint written before manifests
+    existed (none in the folder) is taken as it is."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        if (folder / "model.safetensors").exists():
+            return
+        raise IncompleteCheckpoint(f"checkpoint {folder} is incomplete: it has no {MANIFEST} and no weights")
+    try:
+        entries = json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+        raise IncompleteCheckpoint(f"checkpoint {folder} is incomplete: {MANIFEST} is unreadable ({e})") from None
+    for name, entry in entries.items():
+        path = folder / name
+        if not path.is_file():
+            raise IncompleteCheckpoint(f"checkpoint {folder} is incomplete: {name} is missing")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise IncompleteCheckpoint(f"checkpoint {folder} is incomplete: {name} has {size:,} bytes, "
+                                       f"{entry['size']:,} were written")
+        if file_sha256(path) != entry["sha256"]:
+            raise IncompleteCheckpoint(f"checkpoint {folder} is damaged: {name} differs from what was written")
+
+
+def latest_complete_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that verifies, and why each newer one was passed over."""
+    skipped = []
+    for folder in reversed(checkpoints(run_dir)):
+        try:
+            verify_checkpoint(folder)
+        except IncompleteCheckpoint as e:
+            skipped.append(str(e))
+            continue
+        return folder, skipped
+    return None, skipped
+
+
 def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns the deleted ones."""
     found = checkpoints(run_dir)
@@ -49,14 +113,19 @@ def weights_digest(module: torch.nn.Module) -> torch.Tensor:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder as given, or the latest checkpoint of a run folder."""
+    """A checkpoint folder as given (verified), or the newest complete checkpoint of a run folder (saying which
+    newer ones were passed over, on stderr)."""
     path = Path(path)
-    if (path / "model.safetensors").exists():
+    if (path / "model.safetensors").exists() or (path / MANIFEST).exists():
+        verify_checkpoint(path)
         return path
-    if (path / "checkpoints").is_dir():
-        latest = latest_checkpoint(path)
-        if latest is not None:
-            return latest
+    if (path / "checkpoints").is_dir() and checkpoints(path):
+        latest, skipped = latest_complete_checkpoint(path)
+        for reason in skipped:
+            print(f"warning: {reason}; passed over", file=sys.stderr)
+        if latest is None:
+            raise IncompleteCheckpoint(f"{path}: no complete checkpoint ({len(skipped)} incomplete)")
+        return latest
     raise FileNotFoundError(f"{path}: neither a checkpoint (no model.safetensors) nor a run folder with checkpoints")
 
 
@@ -73,5 +142,9 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     # The checkpoint holds the trained weights: pretrained encoder weights need not be found again.
     skeleton_cfg = dataclasses.replace(agent_cfg, encoder_weights="")
     agent = agent_cls(skeleton_cfg, spec_from_yaml(spec["obs_spec"]), int(spec["action_dim"]))
-    agent.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    try:
+        weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+    except Exception as e:  # a damaged file of a checkpoint written before manifests
+        raise IncompleteCheckpoint(f"checkpoint {ckpt}: cannot read model.safetensors ({e})") from None
+    agent.load_state_dict(weights)
     return agent.to(device).eval(), train_cfg, agent_cfg, spec

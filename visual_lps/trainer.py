@@ -9,6 +9,7 @@ checkpoint files are the main process's job.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import time
@@ -22,7 +23,14 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
-from visual_lps.checkpoint import CHECKPOINT_PREFIX, latest_checkpoint, rotate_checkpoints, weights_digest
+from visual_lps.checkpoint import (
+    CHECKPOINT_PREFIX,
+    latest_checkpoint,
+    latest_complete_checkpoint,
+    rotate_checkpoints,
+    weights_digest,
+    write_manifest,
+)
 from visual_lps.config import (
     TrainConfig,
     add_dataclass_flags,
@@ -164,19 +172,35 @@ class TrainingProgress:
         self.step = int(state["step"])
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (its partial folder is removed, earlier checkpoints are kept)."""
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_last: int) -> Path:
-    """Accelerate's save_state into a temporary folder, renamed when complete: a killed write leaves the
-    previous checkpoints as they were. Older checkpoints beyond `keep_last` are then deleted."""
+    """Accelerate's save_state into a temporary folder, then the config and a manifest of every file's size
+    and digest (written last), then a rename: a killed write leaves the previous checkpoints as they were, and
+    a file damaged later is caught when the checkpoint is loaded. Older checkpoints beyond `keep_last` are then
+    deleted."""
     final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
+            shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
+            write_manifest(tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(run_dir).free
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < 1 << 20:
+            raise CheckpointWriteError(f"no space left on device at {run_dir} ({free:,} bytes free): checkpoint "
+                                       f"{final.name} was not written; the earlier checkpoints are kept") from e
+        raise CheckpointWriteError(f"could not write checkpoint {final} ({e}); the earlier checkpoints are kept") from e
     if accelerator.is_main_process:
-        shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
-        shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -324,10 +348,16 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     accelerator.register_for_checkpointing(progress, sampler)
 
     if train_cfg.resume:
-        ckpt = latest_checkpoint(run_dir)
+        ckpt, skipped = latest_complete_checkpoint(run_dir)
+        for reason in skipped:
+            accelerator.print(f"warning: {reason}; resuming from an earlier one")
         if ckpt is None:
-            raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds no checkpoint")
-        accelerator.load_state(str(ckpt))
+            found = f"only incomplete ones ({len(skipped)})" if skipped else "no checkpoint"
+            raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds {found}")
+        try:
+            accelerator.load_state(str(ckpt))
+        except Exception as e:  # a damaged checkpoint written before manifests
+            raise SystemExit(f"error: --resume: cannot load checkpoint {ckpt} ({type(e).__name__}: {e})") from None
         accelerator.print(f"resumed from {ckpt} at step {progress.step}")
 
     writer = None
@@ -429,6 +459,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         last = latest_checkpoint(run_dir)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
         raise SystemExit(f"error: {e}; the run stops here, {kept}") from None
+    except CheckpointWriteError as e:
+        raise SystemExit(f"error: {e}") from None
     finally:
         stop.restore()
         bar.close()
