@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 import visual_lps  # noqa: F401, E402
-from tools.convert_teleop import build_parser, convert
+from tools.convert_teleop import main as convert_main
 from visual_lps.data.chunks import ChunkSampler, OfflineData
 from visual_lps.data.converters.common import resize_frames
 from visual_lps.data.ogbench_generation import generate
@@ -80,7 +80,7 @@ def write_folders(root: Path, frames: np.ndarray) -> None:
 
 def timed_convert(fmt: str, src: Path, out: Path, *extra: str) -> float:
     start = time.perf_counter()
-    convert(build_parser().parse_args(["--format", fmt, str(src), str(out), *extra]))
+    convert_main(["--format", fmt, str(src), str(out), "--overwrite", *extra])
     return time.perf_counter() - start
 
 

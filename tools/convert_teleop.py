@@ -7,12 +7,17 @@
     python tools/convert_teleop.py --format folder  EPISODES_DIR    data/my_robot.hdf5 --rewards step-penalty
 
 The output is written to a temporary file beside OUT and renamed when complete: a failed or interrupted
-conversion leaves no file at OUT.
+conversion leaves no file at OUT. An existing OUT is replaced only with --overwrite; missing parent folders
+are created. SIGTERM or SIGINT (Ctrl-C) stops a conversion, removes its temporary file and exits with status
+128 + the signal's number (143, 130); a temporary file left by a killed conversion is removed by the next
+conversion to the same OUT, which says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,10 +62,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--action-topic", metavar="TOPIC", help="rosbag: commanded action topic")
     parser.add_argument("--default-success", action=argparse.BooleanOptionalAction, default=True,
                         help="success of episodes whose source does not record it")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return parser
 
 
-def convert(args: argparse.Namespace) -> None:
+class ConversionInterrupted(Exception):
+    """SIGTERM or SIGINT arrived: the conversion stops, its temporary file is removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopOnSignal:
+    """SIGTERM and SIGINT set a flag that the conversion checks between episodes (`check` raises
+    ConversionInterrupted). Raising from the handler itself is not safe: an exception that lands in a finaliser
+    or a weakref callback is printed and swallowed there, and the conversion went on to complete."""
+
+    def __enter__(self) -> StopOnSignal:
+        self.signum: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise ConversionInterrupted(self.signum)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Before any source is read: OUT is a file path, replaced only when asked, written by no other conversion;
+    temporary files of a killed conversion to OUT are removed (and said so)."""
+    if out.suffix not in (".hdf5", ".h5"):
+        raise ConversionError(f"{out}: the output must end in .hdf5 or .h5")
+    if out.is_dir():
+        raise ConversionError(f"{out} is a folder: OUT must be the path of a .hdf5 file")
+    if out.exists() and not overwrite:
+        raise ConversionError(f"{out} exists: give --overwrite to replace it")
+    for tmp in sorted(out.parent.glob(f".{out.name}.*.tmp")):
+        pid = tmp.name[len(out.name) + 2:-len(".tmp")]
+        if pid.isdigit() and process_alive(int(pid)):
+            raise ConversionError(f"{out}: another conversion (process {pid}) is writing it ({tmp})")
+        tmp.unlink()
+        print(f"removed {tmp}, left by an interrupted conversion")
+
+
+def convert(args: argparse.Namespace, stop: StopOnSignal) -> None:
     options = ConvertOptions(
         cameras=parse_mapping(args.camera, "--camera") or None,
         resize=args.resize,
@@ -72,8 +135,7 @@ def convert(args: argparse.Namespace) -> None:
     )
     if not args.src.exists():
         raise ConversionError(f"{args.src}: no such file or folder")
-    if args.out.suffix not in (".hdf5", ".h5"):
-        raise ConversionError(f"{args.out}: the output must end in .hdf5 or .h5")
+    prepare_output(args.out, args.overwrite)
     converter = get_converter(args.format)
     total = converter.count_episodes(args.src, options)
     facts = {"source_format": args.format, "source": str(args.src)} | converter.source_facts(args.src, options)
@@ -82,19 +144,26 @@ def convert(args: argparse.Namespace) -> None:
                            failure_penalty=args.failure_penalty, valid_fraction=args.valid_fraction,
                            split_seed=args.split_seed, env_args=facts) as writer:
         for episode in tqdm(converter.read_episodes(args.src, options), total=total, desc="converting", unit="ep"):
+            stop.check()
             writer.add(episode)
             frames += len(episode.actions)
+        stop.check()
     elapsed = time.time() - start
     print(f"converted {frames} frames in {elapsed:.1f}s ({frames / max(elapsed, 1e-9):.0f} frames/s)")
     print(validate_hdf5(args.out))
+    stop.check()
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        convert(args)
-    except (ConversionError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    with StopOnSignal() as stop:
+        try:
+            convert(args, stop)
+        except ConversionInterrupted as e:
+            print(f"interrupted by {e}: the conversion stopped and left no partial file", file=sys.stderr)
+            sys.exit(128 + e.signum)
+        except (ConversionError, ValueError, OSError) as e:
+            sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
