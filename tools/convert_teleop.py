@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--default-success", action=argparse.BooleanOptionalAction, default=True,
                         help="success of episodes whose source does not record it")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--env-name", help="env_args['env_name'] (robomimic's task name); default: SRC's name")
     return parser
 
 
@@ -138,7 +139,8 @@ def convert(args: argparse.Namespace, stop: StopOnSignal) -> None:
     prepare_output(args.out, args.overwrite)
     converter = get_converter(args.format)
     total = converter.count_episodes(args.src, options)
-    facts = {"source_format": args.format, "source": str(args.src)} | converter.source_facts(args.src, options)
+    facts = {"source_format": args.format, "source": str(args.src), "env_name": args.env_name or args.src.stem}
+    facts |= converter.source_facts(args.src, options)
     start, frames = time.time(), 0
     with HDF5DatasetWriter(args.out, compression=args.compression, reward_scheme=args.rewards,
                            failure_penalty=args.failure_penalty, valid_fraction=args.valid_fraction,

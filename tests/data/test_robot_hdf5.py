@@ -146,3 +146,39 @@ def test_validate_tool_prints_a_summary_or_names_the_problem(tmp_path):
     bad = subprocess.run([sys.executable, "tools/validate_hdf5.py", str(path)], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode != 0 and "mask/train and mask/valid are required" in bad.stderr
+
+
+def test_robomimic_reads_next_observations_and_env_metadata_without_a_second_copy(tmp_path):
+    """The reads of robomimic's SequenceDataset (load_next_obs=True, hdf5_filter_key) and of
+    FileUtils.get_env_metadata_from_dataset, mirrored with h5py (robomimic itself pins its own torch)."""
+    path = tmp_path / "robot.hdf5"
+    episodes = [make_episode(n, seed=i) for i, n in enumerate([9, 1, 7])]
+    write(path, episodes, valid_fraction=0.0, env_args={"env_name": "put_eggplant_in_bowl"})
+    with h5py.File(path) as f:
+        env_meta = json.loads(f["data"].attrs["env_args"])
+        assert env_meta["env_name"] == "put_eggplant_in_bowl" and env_meta["type"] is None
+        assert env_meta["env_kwargs"] == {}
+        demos = [name.decode() for name in f["mask/train"][()]]
+        for demo, episode in zip(sorted(demos, key=lambda d: int(d.split("_")[1])), episodes):
+            group = f[f"data/{demo}"]
+            n = group.attrs["num_samples"]
+            for key in ("actions", "rewards", "dones"):
+                assert group[key].shape[0] == n
+            assert sorted(group["next_obs"]) == sorted(group["obs"])
+            for key in group["obs"]:
+                obs, next_obs = group[f"obs/{key}"][()], group[f"next_obs/{key}"][()]
+                assert group[f"next_obs/{key}"].is_virtual and next_obs.dtype == obs.dtype
+                assert np.array_equal(next_obs[:-1], obs[1:]) and np.array_equal(next_obs[-1], obs[-1])
+            assert np.array_equal(group["obs/front_image"][()], episode.images["front"])
+
+
+def test_next_observations_cost_no_second_copy_of_the_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)  # noise: nothing to compress away
+    episode = Episode(images={"front": frames}, proprio={}, actions=np.zeros((50, 2), np.float32), success=True,
+                      source="noise")
+    path = tmp_path / "robot.hdf5"
+    write(path, [episode], compression="none", valid_fraction=0.0)
+    assert path.stat().st_size < 1.2 * frames.nbytes
+    with h5py.File(path) as f:
+        assert np.array_equal(f["data/demo_0/next_obs/front_image"][10], frames[11])

@@ -112,6 +112,18 @@ class _Layout:
     action_dim: int
 
 
+def next_observation_layout(path: str, source: h5py.Dataset) -> h5py.VirtualLayout:
+    """robomimic's `next_obs/<key>` without a second copy of the frames: a virtual dataset over `obs/<key>` of
+    the same file ('.'), row t mapped to row t + 1 and the last row to itself (robomimic's convention)."""
+    n = source.shape[0]
+    layout = h5py.VirtualLayout(shape=source.shape, dtype=source.dtype)
+    rows = h5py.VirtualSource(".", path, shape=source.shape, dtype=source.dtype)
+    if n > 1:
+        layout[: n - 1] = rows[1:]
+    layout[n - 1] = rows[n - 1]
+    return layout
+
+
 @dataclass
 class HDF5DatasetWriter:
     """Context manager writing episodes to `path` atomically. On an exception nothing is left at `path`."""
@@ -178,6 +190,9 @@ class HDF5DatasetWriter:
                                compression=compression)
         for key, values in episode.proprio.items():
             obs.create_dataset(key, data=np.asarray(values, np.float32).reshape(n, -1))
+        next_obs = group.create_group("next_obs")
+        for key, source in obs.items():
+            next_obs.create_virtual_dataset(key, next_observation_layout(f"data/{name}/obs/{key}", source))
         group.attrs["num_samples"] = n
         group.attrs["success"] = bool(episode.success)
         self._names.append(name)
@@ -224,6 +239,11 @@ class HDF5DatasetWriter:
             "reward_scheme": self.reward_scheme,
             "failure_penalty": self.failure_penalty,
             "compression": self.compression,
+            # What robomimic's env metadata holds: a real robot has no robomimic environment class, so `type`
+            # is null; robomimic's dataset classes never read it.
+            "env_name": self.path.stem,
+            "type": None,
+            "env_kwargs": {},
         } | self.env_args
         data.attrs["env_args"] = json.dumps(env_args)
 
