@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 
-from visual_lps.trainer import parse_args, train
+from visual_lps.config import parse_args
+from visual_lps.trainer import train
 
 
 def main() -> int:

@@ -18,7 +18,8 @@ from tests.conftest import REPO
 from tests.test_train import BIN, TINY_NETS, run
 from visual_lps.agents import AGENTS
 from visual_lps.agents.lps import LPSAgent, LPSConfig
-from visual_lps.trainer import parse_args, train
+from visual_lps.config import parse_args
+from visual_lps.trainer import train
 
 CPU_DDP = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 """two processes with DDP on the CPU (gloo): the documented way to check distributed runs without GPUs"""

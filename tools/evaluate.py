@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
     from visual_lps.tasks import RobotTask, get_task
-    from visual_lps.trainer import make_policy
+    from visual_lps.policy import make_policy
 
     if args.episodes < 1:
         sys.exit("error: --episodes must be at least 1")

@@ -1,14 +1,16 @@
-"""Reading what the trainer wrote: a run folder or one of its checkpoints -> a ready agent."""
+"""Checkpoints: writing them (atomically, with a manifest of every file), verifying them, finding the newest
+complete one, and reading a run folder or one of its checkpoints back into a ready agent."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -16,6 +18,9 @@ import yaml
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, coerce, load_yaml
 from visual_lps.observations import spec_from_yaml
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -148,3 +153,50 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         raise IncompleteCheckpoint(f"checkpoint {ckpt}: cannot read model.safetensors ({e})") from None
     agent.load_state_dict(weights)
     return agent.to(device).eval(), train_cfg, agent_cfg, spec
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (its partial folder is removed, earlier checkpoints are kept)."""
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_last: int) -> Path:
+    """Accelerate's save_state into a temporary folder, then the config and a manifest of every file's size
+    and digest (written last), then a rename: a killed write leaves the previous checkpoints as they were, and
+    a file damaged later is caught when the checkpoint is loaded. Older checkpoints beyond `keep_last` are then
+    deleted."""
+    final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
+            shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
+            write_manifest(tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(run_dir).free
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < 1 << 20:
+            raise CheckpointWriteError(f"no space left on device at {run_dir} ({free:,} bytes free): checkpoint "
+                                       f"{final.name} was not written; the earlier checkpoints are kept") from e
+        raise CheckpointWriteError(f"could not write checkpoint {final} ({e}); the earlier checkpoints are kept") from e
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        rotate_checkpoints(run_dir, keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def check_ranks_in_sync(accelerator: Accelerator, module: torch.nn.Module) -> None:
+    """Every process must hold bit-identical weights (the update averages the gradients, every process
+    applies the same update): compare a digest of all weights across processes."""
+    if accelerator.num_processes == 1:
+        return
+    digests = accelerator.gather(weights_digest(module)[None]).cpu()
+    if not (digests == digests[0]).all():
+        raise RuntimeError("the processes' weights differ: distributed training is out of sync")

@@ -1,5 +1,6 @@
 """The training loop: data, agent and optimiser prepared by Accelerate, periodic evaluation, logging,
-checkpoints that hold everything needed to resume.
+checkpoints that hold everything needed to resume (flags: `visual_lps.config`; checkpoint files:
+`visual_lps.checkpoint`; the update itself: `visual_lps.update`).
 
 Single process (`python train.py`) and `accelerate launch train.py` run the same code. Each process draws
 its own batches (`--batch-size` is per process) from its own seeded sampler; evaluation, logging and
@@ -8,155 +9,38 @@ checkpoint files are the main process's job.
 
 from __future__ import annotations
 
-import argparse
-import errno
 import os
-import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
 from visual_lps.checkpoint import (
-    CHECKPOINT_PREFIX,
+    CheckpointWriteError,
+    check_ranks_in_sync,
     latest_checkpoint,
     latest_complete_checkpoint,
-    rotate_checkpoints,
-    weights_digest,
-    write_manifest,
+    save_checkpoint,
 )
-from visual_lps.config import (
-    TrainConfig,
-    add_dataclass_flags,
-    as_flag_value,
-    check_ranges,
-    coerce,
-    load_yaml,
-    save_run_config,
-)
+from visual_lps.config import TrainConfig, clear_run_folder, save_run_config
 from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
 from visual_lps.data.robot_data import load_robot_data, state_statistics
 from visual_lps.data.robot_hdf5 import validate_hdf5
 from visual_lps.faults import StopRequest
-from visual_lps.observations import Nested, map_obs, obs_spec, spec_to_yaml
+from visual_lps.observations import obs_spec, spec_to_yaml
+from visual_lps.policy import make_policy
 from visual_lps.tasks import OGBenchTask, RobotTask, Task, get_task
 from visual_lps.update import UpdateStep
 
 VALIDATION_BATCHES = 4
 """batches of held-out demos averaged for the offline metrics of robot runs"""
-
-
-def default_out(train: TrainConfig) -> str:
-    if train.task == "robot" and train.dataset:
-        return f"runs/robot-{Path(train.dataset).stem}-{train.agent}-s{train.seed}"
-    return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
-    """Defaults < configs/<family>.yaml (or the saved config of a resumed run) < flags given."""
-    parser = argparse.ArgumentParser(description="Train an agent (LPS by default) on an OGBench task.")
-    flags = add_dataclass_flags(parser, TrainConfig, "training")
-    for cfg_cls in dict.fromkeys(cfg for cfg, _ in AGENTS.values()):
-        flags |= add_dataclass_flags(parser, cfg_cls, f"agent ({cfg_cls.__name__})", skip=flags)
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    train_names = {f.name for f in fields(TrainConfig)}
-    train_given = {k: v for k, v in given.items() if k in train_names}
-    agent_given = {k: v for k, v in given.items() if k not in train_names}
-
-    try:
-        return _resolve(train_given, agent_given)
-    except ValueError as e:  # an unknown task, a config file that names unknown fields
-        raise SystemExit(f"error: {e}") from None
-
-
-def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    if train_given.get("resume"):
-        probe = TrainConfig(**train_given)
-        out = Path(probe.out or default_out(probe))
-        saved = out / "config.yaml"
-        if not saved.exists():
-            raise SystemExit(f"error: --resume: no run to resume at {out} ({saved} is missing)")
-        base = load_yaml(saved)
-        base["train"]["out"] = str(out)
-        base["train"]["overwrite"] = False  # what started the run, not what continues it
-        refuse_changes_on_resume(saved, base, train_given, agent_given)
-    else:
-        task = get_task(train_given.get("task", TrainConfig.task))
-        base = load_yaml(task.config_path)
-    train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
-    get_task(train.task)
-    check_ranges(train)
-    if train.agent not in AGENTS:
-        raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
-    agent_cls = AGENTS[train.agent][0]
-    foreign = sorted(k for k in agent_given if k not in {f.name for f in fields(agent_cls)})
-    if foreign:
-        raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
-    agent = agent_cls(**(coerce(agent_cls, base["agent"], "config") | agent_given))
-    check_ranges(agent)
-    if train.out is None:
-        train.out = default_out(train)
-    check_run_folder(Path(train.out), train.resume, train.overwrite)
-    return train, agent
-
-
-RESUMABLE_CHANGES = frozenset({
-    "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
-    "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
-    "channels_last",
-})
-"""fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are.
-Everything else (task, data, seed, batch, every agent field) defines what is learned and stays as it was;
-precision and compilation may change, at the cost of bit-exactness with an uninterrupted run"""
-
-
-def refuse_changes_on_resume(saved: Path, base: dict, train_given: dict[str, Any], agent_given: dict[str, Any]) -> None:
-    """SystemExit naming every flag of a --resume that would change what the run learns, with both values."""
-    agent_cls = AGENTS[base["train"].get("agent", TrainConfig.agent)][0]
-    before = coerce(TrainConfig, {k: v for k, v in base["train"].items() if k in train_given}, str(saved))
-    before |= coerce(agent_cls, {k: v for k, v in base["agent"].items() if k in agent_given}, str(saved))
-    defaults = {f.name: f.default for cls in (TrainConfig, agent_cls) for f in fields(cls)}
-    changed = [(name, before.get(name, defaults.get(name)), value) for name, value in (train_given | agent_given).items()
-               if name not in RESUMABLE_CHANGES and before.get(name, defaults.get(name)) != value]
-    if changed:
-        described = "; ".join(f"--{name.replace('_', '-')} {as_flag_value(new)} (the run has {as_flag_value(old)})"
-                              for name, old, new in changed)
-        raise SystemExit(f"error: --resume continues the run in {saved.parent} as it was configured: {described}. "
-                         f"Start a new run (another --out, or --overwrite) to change them")
-
-
-def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Before anything is loaded: --out must be a folder, and one that holds a run only when that run is
-    continued (--resume) or explicitly replaced (--overwrite)."""
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out {out} is a file, not a run folder")
-    if resume and overwrite:
-        raise SystemExit("error: --resume continues the run in --out and --overwrite replaces it: give one")
-    held = [name for name in RUN_FILES if (out / name).exists()]
-    if held and not resume and not overwrite:
-        raise SystemExit(f"error: --out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
-                         f"or replace it with --overwrite (deletes its checkpoints, logs and config)")
-
-
-RUN_FILES = ("config.yaml", "agent_spec.yaml", "checkpoints", "tb")
-"""what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
-
-
-def clear_run_folder(out: Path) -> None:
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 @dataclass
@@ -170,53 +54,6 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
-
-
-class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (its partial folder is removed, earlier checkpoints are kept)."""
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_last: int) -> Path:
-    """Accelerate's save_state into a temporary folder, then the config and a manifest of every file's size
-    and digest (written last), then a rename: a killed write leaves the previous checkpoints as they were, and
-    a file damaged later is caught when the checkpoint is loaded. Older checkpoints beyond `keep_last` are then
-    deleted."""
-    final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
-    tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    try:
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
-            shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
-            write_manifest(tmp)
-    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError from its zip writer
-        shutil.rmtree(tmp, ignore_errors=True)
-        free = shutil.disk_usage(run_dir).free
-        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or free < 1 << 20:
-            raise CheckpointWriteError(f"no space left on device at {run_dir} ({free:,} bytes free): checkpoint "
-                                       f"{final.name} was not written; the earlier checkpoints are kept") from e
-        raise CheckpointWriteError(f"could not write checkpoint {final} ({e}); the earlier checkpoints are kept") from e
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        rotate_checkpoints(run_dir, keep_last)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def check_ranks_in_sync(accelerator: Accelerator, module: torch.nn.Module) -> None:
-    """Every process must hold bit-identical weights (the update averages the gradients, every process
-    applies the same update): compare a digest of all weights across processes."""
-    if accelerator.num_processes == 1:
-        return
-    digests = accelerator.gather(weights_digest(module)[None]).cpu()
-    if not (digests == digests[0]).all():
-        raise RuntimeError("the processes' weights differ: distributed training is out of sync")
 
 
 def load_data(
@@ -254,16 +91,6 @@ def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
     """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA only:
     on a CPU the compilation costs more time than a short run saves."""
     return device.type == "cuda" if train_cfg.compile is None else train_cfg.compile
-
-
-def make_policy(agent: torch.nn.Module, device: torch.device):
-    """observation (numpy) -> action chunk (numpy, (h, action_dim)) with the agent's act()."""
-
-    def policy(observation: Nested[np.ndarray]) -> np.ndarray:
-        obs = map_obs(lambda array: torch.as_tensor(array, device=device).unsqueeze(0), observation)
-        return agent.act(obs)[0].cpu().numpy()
-
-    return policy
 
 
 @dataclass
