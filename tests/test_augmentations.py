@@ -66,7 +66,7 @@ def test_observation_and_next_observation_share_the_shift():
 
 
 def test_bad_probability_and_padding_are_refused():
-    for kwargs in (dict(prob=1.5), dict(prob=-0.1), dict(pad=-1)):
+    for kwargs in (dict(pad=3, prob=1.5), dict(pad=3, prob=-0.1), dict(pad=-1, prob=0.5)):
         try:
             RandomShift(**kwargs)
         except ValueError as e:

@@ -9,7 +9,8 @@ from visual_lps.sphere import project_to_sphere, sample_sphere
 
 def make_prior(feature_dim: int = 3, action_dim: int = 4) -> MeanFlowPrior:
     torch.manual_seed(0)
-    return MeanFlowPrior(feature_dim, action_dim, hidden_dims=(32, 32)).double()
+    return MeanFlowPrior(feature_dim, action_dim, hidden_dims=(32, 32), t_mean=-0.4, t_std=1.0, flow_ratio=0.75,
+                         loss_power=0.5, loss_eps=1e-3).double()
 
 
 def test_target_matches_finite_differences_of_average_velocity():

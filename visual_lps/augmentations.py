@@ -26,7 +26,7 @@ WHOLE_IMAGE = "image"
 
 
 class RandomShift(nn.Module):
-    def __init__(self, pad: int = 3, prob: float = 0.5):
+    def __init__(self, pad: int, prob: float):
         super().__init__()
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"augmentation probability must be in [0, 1], got {prob}")

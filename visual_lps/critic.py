@@ -17,10 +17,11 @@ class CriticEnsemble(nn.Module):
         self,
         feature_dim: int,
         action_dim: int,
-        hidden_dims: Sequence[int] = (256, 256, 256, 256),
-        num_members: int = 2,
-        layer_norm: bool = True,
+        hidden_dims: Sequence[int],
+        num_members: int,
+        layer_norm: bool,
     ):
+        """No defaults here: they are stated once, in the agent's config (`ActorCriticConfig`)."""
         super().__init__()
         self.num_members = num_members
         self.net = EnsembleMLP(num_members, feature_dim + action_dim, hidden_dims, 1, layer_norm=layer_norm)

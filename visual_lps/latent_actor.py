@@ -14,7 +14,7 @@ from visual_lps.sphere import project_to_sphere
 class LatentActor(nn.Module):
     """Chooses which noise the prior decodes: no tanh, the projection alone bounds the latent."""
 
-    def __init__(self, feature_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (256, 256)):
+    def __init__(self, feature_dim: int, latent_dim: int, hidden_dims: Sequence[int]):
         super().__init__()
         self.net = MLP(feature_dim, hidden_dims, latent_dim)
 

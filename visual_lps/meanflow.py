@@ -23,13 +23,15 @@ class MeanFlowPrior(nn.Module):
         self,
         feature_dim: int,
         action_dim: int,
-        hidden_dims: Sequence[int] = (512, 512, 512, 512),
-        t_mean: float = -0.4,
-        t_std: float = 1.0,
-        flow_ratio: float = 0.75,
-        loss_power: float = 0.5,
-        loss_eps: float = 1e-3,
+        hidden_dims: Sequence[int],
+        *,
+        t_mean: float,
+        t_std: float,
+        flow_ratio: float,
+        loss_power: float,
+        loss_eps: float,
     ):
+        """No defaults here: they are stated once, in the agent's config (`LPSConfig`)."""
         super().__init__()
         self.action_dim = action_dim
         self.t_mean, self.t_std = t_mean, t_std
