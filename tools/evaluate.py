@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
-    from visual_lps.tasks import RobotTask, get_task
+    from visual_lps.tasks import get_task
     from visual_lps.policy import make_policy
 
     if args.episodes < 1:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, IncompleteCheckpoint) as e:
         sys.exit(f"error: --checkpoint {e}")
     task = get_task(train_cfg.task)
-    if isinstance(task, RobotTask):
+    if not task.has_simulator:
         sys.exit(f"error: {ckpt} was trained on a robot dataset, which has no simulator to evaluate in; its "
                  f"offline metrics on the held-out demos are in the run's TensorBoard logs (valid/*)")
     env_name = task.eval_env_name(args.task_id or train_cfg.task_id)

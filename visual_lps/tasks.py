@@ -1,11 +1,36 @@
-"""The tasks `train.py --task` accepts, and what each one means: dataset, evaluation env, config file."""
+"""The tasks `train.py --task` accepts, and what each one does: load its data, prepare the agent for it, build
+its evaluator, name its config file. A new data source is one more class with these methods.
+
+Loaders and simulators are imported inside the methods that need them: a robot run never imports MuJoCo.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from visual_lps.config import TrainConfig
+    from visual_lps.data.chunks import OfflineData
+    from visual_lps.data.node_share import NodeShare
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class TaskData:
+    """What a task loads for training."""
+
+    train: OfflineData
+    valid: OfflineData | None
+    """held-out demos for offline metrics (robot data), or None"""
+    path: Path
+    """the dataset file"""
+    sparse: bool | None
+    """the reward variant, where the task has one"""
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,34 @@ class OGBenchTask:
     def config_path(self) -> Path:
         return CONFIG_DIR / f"{self.config_family}.yaml"
 
+    has_simulator = True
+
+    def describe(self, train_cfg: TrainConfig) -> str:
+        return f"{self.name} task{train_cfg.task_id}"
+
+    def load(self, train_cfg: TrainConfig, announce: bool, share: NodeShare | None = None) -> TaskData:
+        """The play dataset (found, downloaded, or named with the command that generates it), relabelled with the
+        rewards of --task-id."""
+        from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
+
+        sparse = self.sparse if train_cfg.sparse is None else train_cfg.sparse
+        if train_cfg.dataset:
+            path = Path(train_cfg.dataset)
+            if not path.exists():
+                raise FileNotFoundError(f"--dataset {path}: no such file")
+        else:
+            path = find_dataset(self.dataset_name, train_cfg.dataset_dir)
+        return TaskData(load_ogbench_task_data(path, self, train_cfg.task_id, sparse, share), None, path, sparse)
+
+    def prepare_agent(self, agent: nn.Module, data: TaskData) -> None:
+        """OGBench actions are already in [-1, 1] and its states need no statistics."""
+
+    def make_evaluator(self, train_cfg: TrainConfig) -> Any:
+        """The single-task evaluation env of --task-id (None when --eval-episodes is 0)."""
+        from visual_lps.envs.ogbench_env import make_eval_env
+
+        return make_eval_env(self.eval_env_name(train_cfg.task_id)) if train_cfg.eval_episodes > 0 else None
+
 
 @dataclass(frozen=True)
 class RobotTask:
@@ -44,6 +97,51 @@ class RobotTask:
     @property
     def config_path(self) -> Path:
         return CONFIG_DIR / f"{self.config_family}.yaml"
+
+    has_simulator = False
+
+    def describe(self, train_cfg: TrainConfig) -> str:
+        return self.name
+
+    def load(self, train_cfg: TrainConfig, announce: bool, share: NodeShare | None = None) -> TaskData:
+        """The file's mask/train and mask/valid demos, after checking the file against the format."""
+        from tqdm import tqdm
+
+        from visual_lps.data.robot_data import load_robot_data
+        from visual_lps.data.robot_hdf5 import validate_hdf5
+
+        if not train_cfg.dataset:
+            raise ValueError("--task robot needs --dataset FILE.hdf5 (tools/convert_teleop.py makes one from "
+                             "teleoperation logs)")
+        if train_cfg.eval_episodes > 0:
+            raise ValueError("--task robot has no simulator to evaluate in: set --eval-episodes 0 (offline "
+                             "metrics on the dataset's mask/valid demos are reported instead)")
+        summary = validate_hdf5(train_cfg.dataset)
+        if announce:
+            tqdm.write(str(summary))
+            if not summary.valid:
+                tqdm.write(f"warning: {summary.path}: mask/valid lists no demos, so this run reports no offline "
+                           f"metrics (convert with --valid-fraction above 0 to hold some demos out)")
+        data = load_robot_data(summary.path, "train", train_cfg.data_cache, share)
+        valid = load_robot_data(summary.path, "valid", train_cfg.data_cache, share) if summary.valid else None
+        return TaskData(data, valid, summary.path, None)
+
+    def prepare_agent(self, agent: nn.Module, data: TaskData) -> None:
+        """The agent works in [-1, 1] and on standardised proprioception: the training demos' action bounds and
+        state statistics become buffers of the agent, so they travel with every checkpoint (act() undoes the
+        action scaling); the stored actions of both splits are scaled here."""
+        import torch
+
+        from visual_lps.data.robot_data import state_statistics
+
+        agent.set_action_bounds(data.train.actions.min(axis=0), data.train.actions.max(axis=0))
+        agent.set_state_statistics(*state_statistics(data.train))
+        for split in filter(None, (data.train, data.valid)):
+            split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
+
+    def make_evaluator(self, train_cfg: TrainConfig) -> None:
+        """No simulator: the trainer reports offline metrics on the held-out demos instead."""
+        return None
 
 
 Task = OGBenchTask | RobotTask

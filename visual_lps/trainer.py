@@ -30,13 +30,10 @@ from visual_lps.checkpoint import (
 from visual_lps.config import TrainConfig, clear_run_folder, save_run_config
 from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
-from visual_lps.data.ogbench_data import find_dataset, load_ogbench_task_data
-from visual_lps.data.robot_data import load_robot_data, state_statistics
-from visual_lps.data.robot_hdf5 import validate_hdf5
 from visual_lps.faults import StopRequest
 from visual_lps.observations import obs_spec, spec_to_yaml
 from visual_lps.policy import make_policy
-from visual_lps.tasks import OGBenchTask, RobotTask, Task, get_task
+from visual_lps.tasks import get_task
 from visual_lps.update import UpdateStep
 
 VALIDATION_BATCHES = 4
@@ -54,37 +51,6 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
-
-
-def load_data(
-    train_cfg: TrainConfig, task: Task, announce: bool, share: NodeShare | None = None
-) -> tuple[OfflineData, OfflineData | None, Path, bool | None]:
-    """(training data, held-out demos or None, dataset path, sparse) for the task; large arrays through
-    `share` (one copy per node) when given."""
-    if isinstance(task, RobotTask):
-        if not train_cfg.dataset:
-            raise ValueError("--task robot needs --dataset FILE.hdf5 (tools/convert_teleop.py makes one from "
-                             "teleoperation logs)")
-        if train_cfg.eval_episodes > 0:
-            raise ValueError("--task robot has no simulator to evaluate in: set --eval-episodes 0 (offline "
-                             "metrics on the dataset's mask/valid demos are reported instead)")
-        summary = validate_hdf5(train_cfg.dataset)
-        if announce:
-            tqdm.write(str(summary))
-            if not summary.valid:
-                tqdm.write(f"warning: {summary.path}: mask/valid lists no demos, so this run reports no offline "
-                           f"metrics (convert with --valid-fraction above 0 to hold some demos out)")
-        data = load_robot_data(summary.path, "train", train_cfg.data_cache, share)
-        valid = load_robot_data(summary.path, "valid", train_cfg.data_cache, share) if summary.valid else None
-        return data, valid, summary.path, None
-    sparse = task.sparse if train_cfg.sparse is None else train_cfg.sparse
-    if train_cfg.dataset:
-        path = Path(train_cfg.dataset)
-        if not path.exists():
-            raise FileNotFoundError(f"--dataset {path}: no such file")
-    else:
-        path = find_dataset(task.dataset_name, train_cfg.dataset_dir)
-    return load_ogbench_task_data(path, task, train_cfg.task_id, sparse, share), None, path, sparse
 
 
 def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
@@ -109,8 +75,6 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     import yaml
     from torch.utils.tensorboard import SummaryWriter
 
-    from visual_lps.envs.ogbench_env import evaluate, make_eval_env
-
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
     if accelerator.mixed_precision == "fp16":
         raise SystemExit("error: mixed precision fp16 is not supported (it needs loss scaling): use bf16 "
@@ -129,11 +93,12 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         share = NodeShare(f"{os.getppid()}", accelerator.local_process_index,
                           int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         with accelerator.local_main_process_first():
-            data, valid_data, path, sparse = load_data(train_cfg, task, accelerator.is_main_process, share)
+            task_data = task.load(train_cfg, accelerator.is_main_process, share)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
     accelerator.wait_for_everyone()
     share.release()
+    data, valid_data, path = task_data.train, task_data.valid, task_data.path
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
     spec, action_dim = obs_spec(data.observations, agent_cfg.frame_stack), int(data.actions.shape[1])
@@ -142,13 +107,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         agent = agent_cls(agent_cfg, spec, action_dim)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
-    if isinstance(task, RobotTask):
-        # The agent works in [-1, 1] and on standardised proprioception; the statistics of the training demos
-        # are buffers of the agent, so they travel with every checkpoint (act() undoes the action scaling).
-        agent.set_action_bounds(data.actions.min(axis=0), data.actions.max(axis=0))
-        agent.set_state_statistics(*state_statistics(data))
-        for split in filter(None, (data, valid_data)):
-            split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
+    task.prepare_agent(agent, task_data)
     if train_cfg.channels_last:
         agent.to(memory_format=torch.channels_last)  # convolution weights; their activations follow suit
     params = [p for p in agent.parameters() if p.requires_grad]
@@ -194,14 +153,13 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             clear_run_folder(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
-        agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path), "sparse": sparse}
+        agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path),
+                      "sparse": task_data.sparse}
         (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(agent_spec, sort_keys=False))
         writer = SummaryWriter(str(run_dir / "tb"))
-        if train_cfg.eval_episodes > 0 and isinstance(task, OGBenchTask):
-            eval_env = make_eval_env(task.eval_env_name(train_cfg.task_id))
-        target = f"{task.name} task{train_cfg.task_id}" if isinstance(task, OGBenchTask) else task.name
+        eval_env = task.make_evaluator(train_cfg)
         accelerator.print(
-            f"training {train_cfg.agent} on {target} "
+            f"training {train_cfg.agent} on {task.describe(train_cfg)} "
             f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
         )
         accelerator.print(f"data: {sampler.placement_reason}{share.describe()}")
@@ -219,6 +177,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         return totals
 
     def run_eval(step: int) -> dict[str, float]:
+        from visual_lps.envs.ogbench_env import evaluate  # the simulator, for tasks that have one
+
         core.eval()
         result = evaluate(
             make_policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
