@@ -22,13 +22,22 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
+def free_run_folder(base: str) -> str:
+    """`base`, or `base-N` for the first N that holds no run: a second quickstart never replaces the first."""
+    candidate, n = base, 1
+    while (REPO / candidate / "config.yaml").exists() or (REPO / candidate / "checkpoints").exists():
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=100, help="episodes of 1001 steps to generate")
     parser.add_argument("--steps", type=int, default=5000, help="training steps")
     parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes")
-    parser.add_argument("--out", default="runs/quickstart", help="run folder")
+    parser.add_argument("--out", help="run folder (default: runs/quickstart, or the next free runs/quickstart-N)")
     args = parser.parse_args()
+    args.out = args.out or free_run_folder("runs/quickstart")
 
     start = time.time()
     bin_dir = Path(sys.executable).parent
