@@ -62,7 +62,9 @@ class UpdateStep:
         self.sums: torch.Tensor | None = None
         self.first_bad: torch.Tensor | None = None
         self.calls = 0
-        for tensors in self.adam_state():
+        # Adam's state, gathered once (hence: build the UpdateStep after loading a checkpoint, which replaces it).
+        self.adam_state = self._adam_state()
+        for tensors in self.adam_state:
             for tensor in tensors:
                 # Updated in place by the graph: a CUDA graph must use them where they are, not copy them.
                 torch._dynamo.mark_static_address(tensor)
@@ -88,9 +90,8 @@ class UpdateStep:
             parts.append(f"gradients averaged over {self.world} processes in the update")
         return ", ".join(parts)
 
-    def adam_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """(first moments, second moments, step counts), created as torch.optim.Adam would on its first step.
-        Read on every call: loading a checkpoint replaces these tensors (build the UpdateStep after loading)."""
+    def _adam_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """(first moments, second moments, step counts), created as torch.optim.Adam would on its first step."""
         moments, squares, steps = [], [], []
         for p in self.params:
             state = self.optimizer.state[p]
@@ -104,7 +105,7 @@ class UpdateStep:
         return moments, squares, steps
 
     def __call__(self, batch: Batch) -> None:
-        moments, squares, steps = self.adam_state()
+        moments, squares, steps = self.adam_state
         if self.sums is None:
             metrics = self._update(batch, moments, squares, steps)
             self.names = list(metrics)
