@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +167,9 @@ def time_train(kind: str, device: torch.device, batch_size: int, steps: int, com
                    "--eval-episodes", "0", "--save-every", str(steps), "--no-progress",
                    "--compile" if compile else "--no-compile"]
         env = os.environ | ({"CUDA_VISIBLE_DEVICES": ""} if device.type == "cpu" else {})
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=env)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"train.py exited {result.returncode}:\n{result.stderr[-3000:]}")
         events = EventAccumulator(str(Path(out) / "tb"), size_guidance={"scalars": 0})
         events.Reload()
         return events.Scalars("perf/steps_per_second")[-1].value
@@ -199,31 +202,51 @@ def main() -> None:
     print("| work | agent | variant | result | first calls (s) |")
     print("| --- | --- | --- | --- | --- |")
     rates: dict[tuple[str, str], float] = {}
+    failures = 0
+
+    @contextlib.contextmanager
+    def row(work: str, kind: str, variant: str):
+        """A failing row is printed as failed (its traceback on stderr) and the table goes on."""
+        nonlocal failures
+        try:
+            yield
+        except Exception as error:  # noqa: BLE001 - one broken configuration must not hide the others
+            failures += 1
+            traceback.print_exc()
+            message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            print(f"| {work} | {kind} | {variant} | failed: {message[:200]} | |", flush=True)
+
     for kind in kinds:
         if "update" in parts:
             for variant in args.variants.split(","):
                 if VARIANTS[variant][2] and kind == "state":
                     continue
-                rate, warmup = time_update(kind, variant, device, args.batch_size, steps,
-                                           shared_encoder=not args.per_network_encoders)
-                rates[kind, variant] = rate
-                print(f"| update | {kind} | {variant} | {rate:.1f} steps/s ({1000 / rate:.2f} ms) | {warmup:.1f} |",
-                      flush=True)
+                with row("update", kind, variant):
+                    rate, warmup = time_update(kind, variant, device, args.batch_size, steps,
+                                               shared_encoder=not args.per_network_encoders)
+                    rates[kind, variant] = rate
+                    print(f"| update | {kind} | {variant} | {rate:.1f} steps/s ({1000 / rate:.2f} ms) "
+                          f"| {warmup:.1f} |", flush=True)
         if "train" in parts:
             compile = on_cuda  # train.py's default
-            rate = time_train(kind, device, args.batch_size, train_steps, compile, ROOT / args.data_dir)
             variant = "compiled fp32" if compile else "eager fp32"
-            alone = rates.get((kind, variant))
-            share = f"; {rate / alone:.0%} of the update alone" if alone else ""
-            print(f"| train.py end to end | {kind} | {variant} (default) | {rate:.1f} steps/s{share} | |", flush=True)
+            with row("train.py end to end", kind, variant):
+                rate = time_train(kind, device, args.batch_size, train_steps, compile, ROOT / args.data_dir)
+                alone = rates.get((kind, variant))
+                share = f"; {rate / alone:.0%} of the update alone" if alone else ""
+                print(f"| train.py end to end | {kind} | {variant} (default) | {rate:.1f} steps/s{share} | |",
+                      flush=True)
         if "act" in parts:
             for compiled in (False, True):
-                start = time.perf_counter()
-                p50, p99 = time_act(kind, device, args.act_calls, compiled)
-                elapsed = time.perf_counter() - start
                 variant = "compiled" if compiled else "eager"
-                print(f"| act, batch 1 | {kind} | {variant} | p50 {p50:.3f} ms, p99 {p99:.3f} ms | {elapsed:.1f} |",
-                      flush=True)
+                with row("act, batch 1", kind, variant):
+                    start = time.perf_counter()
+                    p50, p99 = time_act(kind, device, args.act_calls, compiled)
+                    elapsed = time.perf_counter() - start
+                    print(f"| act, batch 1 | {kind} | {variant} | p50 {p50:.3f} ms, p99 {p99:.3f} ms "
+                          f"| {elapsed:.1f} |", flush=True)
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from visual_lps.agents.base import Batch
+from visual_lps.compile_options import compile_graph
 
 
 def distributed_world() -> int:
@@ -73,8 +74,9 @@ class UpdateStep:
         if compile:
             # The first call runs eagerly (it sizes the metric sums); later calls run the compiled graph.
             self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-            mode = "reduce-overhead" if self.cuda_graphs and backend == "inductor" else None
-            self._step_fn = torch.compile(self._step, fullgraph=True, backend=backend, mode=mode)
+            self.cuda_graphs = self.cuda_graphs and backend == "inductor"
+            self._step_fn = compile_graph(self._step, device=self.device, backend=backend,
+                                          cuda_graphs=self.cuda_graphs)
         else:
             self._step_fn = self._step
 

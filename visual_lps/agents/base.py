@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from visual_lps.augmentations import RandomShift
+from visual_lps.compile_options import compile_graph
 from visual_lps.critic import CriticEnsemble
 from visual_lps.encoders import build_encoder
 from visual_lps.observations import ObsSpec
@@ -225,15 +226,14 @@ class ChunkedActorCritic(nn.Module):
         """Compile `act` as one graph (on CUDA, by default, replayed as CUDA graphs). On a CPU this takes
         seconds and makes a batch-1 chunk about 1.7x (state) to 2.6x (cameras) faster: worth it for deployment, not
         for short evaluations."""
-        use_graphs = self.action_low.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        mode = "reduce-overhead" if use_graphs and backend == "inductor" else None
+        device = self.action_low.device
+        use_graphs = (device.type == "cuda" if cuda_graphs is None else cuda_graphs) and backend == "inductor"
         # No guards on the networks' own attributes (a Python check of every parameter on each call, a fifth of
         # a CPU chunk's time): `act` reads the same modules whatever their mode, and weights change in place.
-        options = {"guard_filter_fn": torch.compiler.skip_guard_on_inbuilt_nn_modules_unsafe}
-        compiled = torch.compile(self._act, fullgraph=True, backend=backend, mode=mode,
-                                 options=options if backend == "inductor" else None)
+        compiled = compile_graph(self._act, device=device, backend=backend, cuda_graphs=use_graphs,
+                                 skip_module_guards=True)
         # A CUDA graph's outputs are overwritten by its next replay: the caller gets its own copy.
-        self._compiled_act = (lambda observations: compiled(observations).clone()) if mode else compiled
+        self._compiled_act = (lambda observations: compiled(observations).clone()) if use_graphs else compiled
 
     @torch.inference_mode()
     def act_eager(self, observations) -> torch.Tensor:
