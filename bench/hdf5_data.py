@@ -28,7 +28,7 @@ from PIL import Image
 
 import visual_lps  # noqa: F401, E402
 from tools.convert_teleop import main as convert_main
-from visual_lps.data.chunks import ChunkSampler, OfflineData
+from visual_lps.data.chunks import ChunkSampler, DataNeeds, OfflineData
 from visual_lps.data.converters.common import resize_frames
 from visual_lps.data.ogbench_generation import generate
 from visual_lps.data.robot_data import load_robot_data
@@ -86,7 +86,7 @@ def timed_convert(fmt: str, src: Path, out: Path, *extra: str) -> float:
 
 def sampling_rate(data: OfflineData, seconds: float = 10.0) -> float:
     """Observation frames delivered per second (two views per chunk, each camera counted)."""
-    sampler = ChunkSampler(data, horizon=5, device="cpu", seed=0)
+    sampler = ChunkSampler(data, DataNeeds(5), device="cpu", seed=0)
     cameras = sum(key.endswith("_image") for key in data.observations)
     start, batches = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:

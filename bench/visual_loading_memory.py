@@ -40,7 +40,7 @@ def measure(path: str) -> None:
     """Run in a fresh process: RSS after imports, then peak RSS after loading, sampler and one batch."""
     import resource
 
-    from visual_lps.data.chunks import ChunkSampler
+    from visual_lps.data.chunks import ChunkSampler, DataNeeds
     from visual_lps.data.ogbench_data import load_ogbench_task_data
     from visual_lps.tasks import get_task
 
@@ -55,7 +55,7 @@ def measure(path: str) -> None:
 
     before = rss_kib()
     data = load_ogbench_task_data(path, get_task("visual-cube"), 1, sparse=False)
-    sampler = ChunkSampler(data, horizon=5, device="cpu", seed=0, frame_stack=3)
+    sampler = ChunkSampler(data, DataNeeds(5, 3), device="cpu", seed=0)
     sampler.sample(256)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"baseline_kib": before, "peak_kib": peak, "after_kib": rss_kib(),

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --episodes must be at least 1")
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
-        agent, train_cfg, agent_cfg, _ = load_agent(ckpt, args.device)
+        agent, train_cfg, _, _ = load_agent(ckpt, args.device)
     except (FileNotFoundError, IncompleteCheckpoint) as e:
         sys.exit(f"error: --checkpoint {e}")
     task = get_task(train_cfg.task)
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
                  f"offline metrics on the held-out demos are in the run's TensorBoard logs (valid/*)")
     env_name = task.eval_env_name(args.task_id or train_cfg.task_id)
     # A visual policy's video shows its own camera frames; a state policy's, the env's rendered view.
-    record = None if args.video is None else ("observation" if agent.input_encoder.is_image else "render")
+    record = None if args.video is None else ("observation" if agent.encoders.inputs.is_image else "render")
     env = make_eval_env(env_name, render_size=args.video_size if record == "render" else None,
                         max_episode_steps=args.max_episode_steps)
     with torch.inference_mode():
         result = evaluate(
-            make_policy(agent, torch.device(args.device)), env, args.episodes, seed=args.seed,
-            frame_stack=agent_cfg.frame_stack, record=record, progress=True,
+            make_policy(agent, torch.device(args.device)), env, args.episodes, seed=args.seed, record=record,
+            progress=True,
         )
     print(f"{ckpt}: {env_name}: success rate {result.success_rate:.2%} over {args.episodes} episodes "
           f"(mean return {result.mean_return:.1f}, mean length {result.mean_length:.0f})")

@@ -66,3 +66,12 @@ class RandomShift(nn.Module):
         for key in image_keys:
             obs[key], next_obs[key] = self(shifts[key], obs[key], next_obs[key])
         return obs, next_obs
+
+    def observation(self, shifts: Mapping[str, torch.Tensor], obs: Inputs, image_keys: tuple[str, ...] | None) -> Inputs:
+        """Shift preprocessed encoder inputs of s_t alone (agents that never look at s_{t+h})."""
+        if image_keys is None:
+            return self(shifts[WHOLE_IMAGE], obs)[0]
+        obs = dict(obs)
+        for key in image_keys:
+            obs[key] = self(shifts[key], obs[key])[0]
+        return obs

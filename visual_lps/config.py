@@ -35,7 +35,7 @@ class TrainConfig:
     task_id: int = 1
     """OGBench single-task id (1..5) the rewards are relabelled for and evaluation runs"""
     agent: str = "lps"
-    """agent to train (visual_lps.agents.AGENTS)"""
+    """agent to train: lps, flow-bc (the prior alone), qc-fql or dsrl (visual_lps.agents.AGENTS)"""
     dataset: str | None = None
     """path of a dataset file (required for --task robot); default: <dataset-dir>/<task>-play-v0.npz"""
     data_cache: str = "auto"
@@ -232,6 +232,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
         raise SystemExit(f"error: {e}") from None
 
 
+def task_defaults_for(agent_cls: type, values: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A task file's agent section holds defaults for every agent: the fields of `agent_cls`, checked that each
+    field named belongs to some agent (a misspelt one is an error, not a silent no-op)."""
+    known = {f.name for cfg, _ in AGENTS.values() for f in fields(cfg)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown agent field(s) {unknown}; no agent has them")
+    own = {f.name for f in fields(agent_cls)}
+    return {key: value for key, value in values.items() if key in own}
+
+
 def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[TrainConfig, Any]:
     if train_given.get("resume"):
         probe = TrainConfig(**train_given)
@@ -255,7 +266,9 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
     foreign = sorted(k for k in agent_given if k not in {f.name for f in fields(agent_cls)})
     if foreign:
         raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
-    agent = agent_cls(**(coerce(agent_cls, base["agent"], "config") | agent_given))
+    agent_base = base["agent"] if train.resume else task_defaults_for(agent_cls, base["agent"], task.config_path)
+    agent = agent_cls(**(coerce(agent_cls, agent_base, "config") | agent_given))
+    agent.for_task(train.task)
     check_ranges(agent)
     if train.out is None:
         train.out = default_out(train)

@@ -2,8 +2,8 @@
 
 visual-lps departs on purpose from FQL and the LPS reference, which give each network its own encoder:
 by default one encoder produces the state features that the MeanFlow prior, the critic and the latent actor
-all read (`ActorCriticConfig.shared_encoder`). Which losses may update it is decided by the agent (see
-`visual_lps.agents.base`), never by the encoder.
+all read (`AgentConfig.shared_encoder`). Which losses may update it is decided by the agent (see
+`visual_lps.encoder_set`), never by the encoder.
 
 An encoder works in two stages so that augmentation can sit between them on the training device:
 `preprocess` turns stored observations (uint8 images, float states; one array or a dict of them) into

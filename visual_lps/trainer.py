@@ -101,7 +101,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     data, valid_data, path = task_data.train, task_data.valid, task_data.path
 
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
-    spec, action_dim = obs_spec(data.observations, agent_cfg.frame_stack), int(data.actions.shape[1])
+    needs = agent_cfg.data_needs  # what the agent reads: chunk horizon, stacked frames
+    spec, action_dim = obs_spec(data.observations, needs.frame_stack), int(data.actions.shape[1])
     agent_cls = AGENTS[train_cfg.agent][1]
     try:
         agent = agent_cls(agent_cfg, spec, action_dim)
@@ -119,8 +120,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     accelerator.prepare_optimizer(adam)
     def make_sampler(split: OfflineData, seed: int, what: str, random_inputs: RandomInputs | None) -> ChunkSampler:
         try:
-            return ChunkSampler(split, agent_cfg.horizon, accelerator.device, seed=seed,
-                                frame_stack=agent_cfg.frame_stack, draw_random=random_inputs,
+            return ChunkSampler(split, needs, accelerator.device, seed=seed, draw_random=random_inputs,
                                 placement=train_cfg.data_on)
         except ValueError as e:
             raise SystemExit(f"error: {path}: {what}: {e}") from None
@@ -182,7 +182,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         core.eval()
         result = evaluate(
             make_policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
-            seed=train_cfg.seed * 100_000, frame_stack=agent_cfg.frame_stack, progress=train_cfg.progress,
+            seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
         )
         core.train()
         tqdm.write(f"step {step}: success rate {result.success_rate:.2%} over {train_cfg.eval_episodes} episodes")
@@ -225,7 +225,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
                     tick, tick_step = now, step
                     for k, v in values.items():
                         writer.add_scalar(k, v, step)
-                    bar.set_postfix(critic=f"{values['critic/loss']:.3g}", q=f"{values['critic/q_mean']:.3g}")
+                    bar.set_postfix({name: f"{values[name]:.3g}" for name in agent.progress_metrics})
             if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
                 evaluation = {}
                 if eval_env is not None:

@@ -14,7 +14,7 @@ def test_channels_last_convolutions_compute_the_same_features():
     batch = image_batch(agent)
     expected = agent.encode(batch["observations"])["critic"]
     agent.to(memory_format=torch.channels_last)
-    conv = agent.encoder.trunk[0].weight
+    conv = agent.encoders.encoder.trunk[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(agent.encode(batch["observations"])["critic"], expected, atol=1e-5)
 
@@ -33,7 +33,7 @@ def test_state_statistics_reach_every_encoder_including_the_target_copy():
     spec = {"front_image": (16, 16, 3), "joints": (3,)}
     agent = LPSAgent(LPSConfig(encoder="impala_small", shared_encoder=False, **SMALL), obs_spec=spec, action_dim=2)
     agent.set_state_statistics({"joints": torch.tensor([1.0, 2.0, 3.0])}, {"joints": torch.tensor([4.0, 5.0, 6.0])})
-    for encoder in [*agent.encoders.values(), agent.target_encoder]:
+    for encoder in agent.encoders.all_encoders():
         assert encoder.state_mean.tolist() == [1.0, 2.0, 3.0] and encoder.state_std.tolist() == [4.0, 5.0, 6.0]
 
 

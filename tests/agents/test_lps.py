@@ -1,9 +1,12 @@
-import numpy as np
-import pytest
 import torch
 
+from tests.agents.toy import (
+    assert_picks_the_paying_mode_inside_the_support,
+    assert_reproduces_both_modes,
+    train_on_toy,
+    two_mode_bandit,
+)
 from visual_lps.agents.lps import LPSAgent, LPSConfig
-from visual_lps.data.chunks import ChunkSampler, OfflineData
 
 SMALL = dict(prior_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), actor_hidden_dims=(32,))
 
@@ -99,71 +102,20 @@ def test_polyak_moves_target_by_tau():
         assert torch.allclose(t, b + 0.25 * (c - b))
 
 
-MODES = np.array([[-0.6, -0.6], [0.0, 0.0], [0.6, 0.6]], np.float32)
-GOOD = 1  # the middle mode pays 1, the others 0
-
-
-def three_mode_bandit(episodes: int = 600, seed: int = 0) -> OfflineData:
-    """One-step episodes from a constant state; the logged 2-D actions come from three modes, the middle one
-    paying 1. (2-D because the noise sphere of a 1-D action is just {-1, +1}.)"""
-    rng = np.random.default_rng(seed)
-    mode = rng.integers(0, 3, episodes)
-    first = MODES[mode] + rng.normal(0, 0.05, (episodes, 2))
-    actions = np.stack([first, np.zeros((episodes, 2))], axis=1).reshape(-1, 2).astype(np.float32)
-    rewards = np.stack([mode == GOOD, np.zeros(episodes)], axis=1).reshape(-1).astype(np.float32)
-    return OfflineData(
-        observations=np.ones((2 * episodes, 1), np.float32),
-        actions=actions,
-        rewards=rewards,
-        masks=np.zeros(2 * episodes, np.float32),  # terminal after one step: nothing to bootstrap
-        episode_ends=np.tile([False, True], episodes),
-    )
-
-
-def train_on_bandit(data: OfflineData, seed: int, steps: int) -> LPSAgent:
-    torch.manual_seed(seed)
+def test_lps_picks_the_paying_mode_inside_the_support_while_its_prior_keeps_both(one_thread):
+    """The paying mode lies off the data's centre: a prior that collapsed to the mean, or an actor that pushed
+    the prior, fails here."""
+    data = two_mode_bandit(seed=0)
+    torch.manual_seed(0)
     config = LPSConfig(horizon=1, prior_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), actor_hidden_dims=(32,))
     agent = LPSAgent(config, obs_spec=(1,), action_dim=2)
-    sampler = ChunkSampler(data, horizon=1, device="cpu", seed=seed, draw_random=agent.draw_random_inputs)
-    optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=1e-3)
-    for _ in range(steps):
-        loss, _ = agent(sampler.sample(128))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        agent.update_targets()
-    return agent
+    train_on_toy(agent, data, seed=0, steps=STEPS)
+    assert_reproduces_both_modes(agent.act_prior(torch.ones(2000, 1), generator=torch.Generator().manual_seed(1)),
+                                 data)
+    assert_picks_the_paying_mode_inside_the_support(agent, data)
 
 
-def nearest_mode(actions: torch.Tensor) -> torch.Tensor:
-    return torch.cdist(actions.view(-1, 2), torch.as_tensor(MODES)).argmin(dim=1)
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_lps_picks_the_better_mode_inside_the_support_and_the_prior_alone_does_not(one_thread):
-    data = three_mode_bandit(seed=0)
-    agent = train_on_bandit(data, seed=0, steps=STEPS)
-    prior_actions = agent.act_prior(torch.ones(3000, 1), generator=torch.Generator().manual_seed(1))
-    prior_good = (nearest_mode(prior_actions) == GOOD).float().mean().item()
-    assert prior_good < 0.5, f"the prior alone should mostly decode the other modes; {prior_good:.0%} good"
-
-    # The latent actor is deterministic per state: one state, one chunk, which must be in the paying mode
-    # and next to actions the data contain.
-    lps_action = agent.act(torch.ones(1, 1)).view(1, 2)
-    assert nearest_mode(lps_action).item() == GOOD, f"LPS chose {lps_action.tolist()}"
-    gap = torch.cdist(lps_action, torch.as_tensor(data.actions[data.rewards > 0])).min().item()
-    assert gap < 0.1, f"LPS action {lps_action.tolist()} is {gap:.2f} away from every logged good action"
-
-
-STEPS = 1000
+STEPS = 2000
 
 
 def image_batch(agent: LPSAgent, batch_size: int = 8) -> dict[str, torch.Tensor]:
@@ -200,19 +152,19 @@ def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_a
     assert features["critic"] is features["prior"]  # encoded once for every network
     assert not any(f.requires_grad for f in next_features.values())  # TD targets never train the encoder
 
-    assert untouched(grads_after(agent, agent.actor_loss(features)[0], agent.encoder))
+    assert untouched(grads_after(agent, agent.actor_loss(features)[0], agent.encoders.encoder))
     next_actions = agent.policy(next_features).detach()
     assert reached(grads_after(agent, agent.critic_loss(features["critic"], next_features["target"], batch,
-                                                        next_actions)[0], agent.encoder))
+                                                        next_actions)[0], agent.encoders.encoder))
     prior_loss = agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0]
-    assert reached(grads_after(agent, prior_loss, agent.encoder))
+    assert reached(grads_after(agent, prior_loss, agent.encoders.encoder))
     assert agent.act(batch["observations"][:3]).shape == (3, 2, 2)
 
 
 def test_per_network_encoders_are_each_trained_by_their_own_loss_only():
     agent = image_agent(shared_encoder=False)
     batch = image_batch(agent)
-    assert set(agent.encoders) == {"critic", "prior", "actor"} and not hasattr(agent, "encoder")
+    assert set(agent.encoders.by_role) == {"critic", "prior", "actor"} and not hasattr(agent.encoders, "encoder")
     features, next_features = agent.encode_transition(batch)
     next_actions = agent.policy(next_features).detach()
     losses = {
@@ -221,18 +173,18 @@ def test_per_network_encoders_are_each_trained_by_their_own_loss_only():
         "actor": agent.actor_loss(features)[0],
     }
     for role, loss in losses.items():
-        for other, encoder in agent.encoders.items():
+        for other, encoder in agent.encoders.by_role.items():
             grads = grads_after(agent, loss, encoder)
             assert reached(grads) if other == role else untouched(grads), (role, other)
-        assert untouched(grads_after(agent, loss, agent.target_encoder))
+        assert untouched(grads_after(agent, loss, agent.encoders.target))
 
     # The target critic's encoder is a Polyak copy of the critic's.
     with torch.no_grad():
-        for p in agent.encoders["critic"].parameters():
+        for p in agent.encoders.by_role["critic"].parameters():
             p.add_(1.0)
-    before = [p.clone() for p in agent.target_encoder.parameters()]
+    before = [p.clone() for p in agent.encoders.target.parameters()]
     agent.update_targets()
-    for b, t, c in zip(before, agent.target_encoder.parameters(), agent.encoders["critic"].parameters()):
+    for b, t, c in zip(before, agent.encoders.target.parameters(), agent.encoders.by_role["critic"].parameters()):
         assert torch.allclose(t, b + agent.config.tau * (c - b))
 
 
@@ -251,6 +203,6 @@ def test_cameras_and_proprioception_train_through_one_agent():
     batch = image_batch(agent) | {"observations": observations(), "next_observations": observations()}
     loss, _ = agent(batch)
     loss.backward()
-    for camera in agent.encoder.cameras.values():
+    for camera in agent.encoders.encoder.cameras.values():
         assert reached([p.grad for p in camera.parameters()])
     assert agent.act(observations()).shape == (8, 2, 2)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from visual_lps.data.chunks import ChunkSampler, OfflineData, choose_placement, chunk_starts
+from visual_lps.data.chunks import ChunkSampler, DataNeeds, OfflineData, choose_placement, chunk_starts
 
 
 def episodes_data(lengths: list[int]) -> OfflineData:
@@ -35,7 +35,7 @@ def test_unterminated_tail_counts_as_an_episode():
 @pytest.mark.parametrize("horizon", [1, 3, 5])
 def test_sampled_chunks_never_cross_an_episode_end(horizon):
     data = episodes_data([7, 5, 12, 6, 9])
-    sampler = ChunkSampler(data, horizon=horizon, device="cpu", seed=0)
+    sampler = ChunkSampler(data, DataNeeds(horizon), device="cpu", seed=0)
     batch = sampler.sample(4096)
     start = batch["observations"][:, 0]
     episode = batch["observations"][:, 1]
@@ -48,11 +48,11 @@ def test_sampled_chunks_never_cross_an_episode_end(horizon):
 
 def test_sampler_resumes_its_random_stream():
     data = episodes_data([20, 20])
-    a = ChunkSampler(data, 3, "cpu", seed=1)
+    a = ChunkSampler(data, DataNeeds(3), "cpu", seed=1)
     a.sample(8)
     state = a.state_dict()
     expected = a.sample(8)["observations"]
-    b = ChunkSampler(data, 3, "cpu", seed=99)
+    b = ChunkSampler(data, DataNeeds(3), "cpu", seed=99)
     b.load_state_dict(state)
     assert torch.equal(b.sample(8)["observations"], expected)
 
@@ -64,12 +64,12 @@ def test_mismatched_lengths_are_named():
 
 def test_episodes_shorter_than_the_horizon_give_a_clear_error():
     with pytest.raises(ValueError, match="chunk horizon 5"):
-        ChunkSampler(episodes_data([3, 4]), horizon=5, device="cpu", seed=0)
+        ChunkSampler(episodes_data([3, 4]), DataNeeds(5), device="cpu", seed=0)
 
 
 def test_frame_stacks_repeat_the_first_frame_at_episode_starts_and_never_mix_episodes():
     data = episodes_data([4, 6])  # rows 0..3 and 4..9
-    sampler = ChunkSampler(data, horizon=2, device="cpu", seed=0, frame_stack=3)
+    sampler = ChunkSampler(data, DataNeeds(2, 3), device="cpu", seed=0)
     rows = sampler.stacked_observations(torch.tensor([0, 1, 2, 4, 5, 7]))[:, :, 0]
     assert rows.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [4, 4, 4], [4, 4, 5], [5, 6, 7]]
     batch = sampler.sample(512)
@@ -85,7 +85,7 @@ def test_named_observations_are_indexed_and_stacked_alike():
     images = np.repeat(np.arange(10, dtype=np.uint8), 2 * 2 * 3).reshape(10, 2, 2, 3)  # frame i is filled with i
     data = OfflineData({"front_image": images, "state": flat.observations}, flat.actions, flat.rewards,
                        flat.masks, flat.episode_ends)
-    sampler = ChunkSampler(data, horizon=2, device="cpu", seed=0, frame_stack=3)
+    sampler = ChunkSampler(data, DataNeeds(2, 3), device="cpu", seed=0)
     batch = sampler.sample(64)
     assert batch["observations"]["front_image"].shape == (64, 3, 2, 2, 3)
     assert batch["observations"]["front_image"].dtype == torch.uint8  # moved as uint8
@@ -114,7 +114,7 @@ def test_host_placement_draws_the_same_batches_as_device_placement():
 
     batches = {}
     for placement in ("device", "host"):
-        sampler = ChunkSampler(data, horizon=3, device="cpu", seed=5, frame_stack=2, draw_random=draw,
+        sampler = ChunkSampler(data, DataNeeds(3, 2), device="cpu", seed=5, draw_random=draw,
                                placement=placement)
         assert sampler.placement == placement
         batches[placement] = [sampler.sample(64) for _ in range(3)]

@@ -1,8 +1,20 @@
 """Agents: one module each, holding its config, losses and update. `AGENTS` maps a name to (config, class)."""
 
-from visual_lps.agents.base import ChunkedActorCritic
+from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
+from visual_lps.agents.base import AgentConfig, ChunkedAgent
+from visual_lps.agents.dsrl import DSRLAgent, DSRLConfig
+from visual_lps.agents.flow_bc import FlowBCAgent, FlowBCConfig
 from visual_lps.agents.lps import LPSAgent, LPSConfig
+from visual_lps.agents.qc_fql import QCFQLAgent, QCFQLConfig
 
-AGENTS = {"lps": (LPSConfig, LPSAgent)}
+AGENTS = {
+    "lps": (LPSConfig, LPSAgent),
+    "flow-bc": (FlowBCConfig, FlowBCAgent),
+    "qc-fql": (QCFQLConfig, QCFQLAgent),
+    "dsrl": (DSRLConfig, DSRLAgent),
+}
 
-__all__ = ["AGENTS", "ChunkedActorCritic", "LPSAgent", "LPSConfig"]
+__all__ = [
+    "AGENTS", "ActorCriticAgent", "AgentConfig", "ChunkedAgent", "CriticConfig", "DSRLAgent", "DSRLConfig",
+    "FlowBCAgent", "FlowBCConfig", "LPSAgent", "LPSConfig", "QCFQLAgent", "QCFQLConfig",
+]

@@ -1,7 +1,8 @@
 """Latent Policy Steering (LPS).
 
-Three parts, trained together from step 0 on one shared encoder (see `visual_lps.agents.base`):
-- MeanFlow prior g(s, z): behaviour cloning of action chunks, one-step sampling from the noise sphere;
+Three parts, trained together from step 0 on one shared encoder (see `visual_lps.encoder_set`):
+- MeanFlow prior g(s, z): behaviour cloning of action chunks, one-step sampling from the noise sphere
+  (flow BC, `visual_lps.agents.flow_bc`);
 - action-space critic Q(s, a): chunked TD with the full LPS policy in the target;
 - latent actor pi(z|s): maximises Q(s, g(s, pi(s))), its gradient flowing through the differentiable prior.
 The prior keeps every action it decodes inside the data's support, so no behaviour-constraint weight is tuned.
@@ -12,7 +13,6 @@ Gradient routing (what each loss may update):
 - actor loss   -> latent actor only: it sees detached features and calls prior and critic with frozen
   parameters, so the Q-gradient passes *through* them without changing them. (With per-network encoders,
   `shared_encoder=False`, it also trains the actor's own encoder.)
-The TD target uses the target critic on the online encoder's features of s_{t+h}, without gradient.
 """
 
 from __future__ import annotations
@@ -21,70 +21,39 @@ from dataclasses import dataclass
 
 import torch
 
-from visual_lps.agents.base import (
-    ActorCriticConfig,
-    Batch,
-    ChunkedActorCritic,
-    Features,
-    detached_params,
-    frozen_call,
-)
-from visual_lps.observations import ObsSpec
+from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
+from visual_lps.agents.base import Batch, Features, detached_params, frozen_call
+from visual_lps.agents.flow_bc import FlowBCConfig, build_prior
 from visual_lps.latent_actor import LatentActor
-from visual_lps.meanflow import MeanFlowPrior
+from visual_lps.observations import ObsSpec
 from visual_lps.sphere import sample_sphere
 
 
 @dataclass
-class LPSConfig(ActorCriticConfig):
-    """LPS defaults (state OGBench), from the paper and its public reference code."""
+class LPSConfig(CriticConfig, FlowBCConfig):
+    """LPS defaults (state OGBench), from the paper and its public reference code: the critic's and the prior's
+    fields, and the latent actor's."""
 
-    prior_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """hidden widths of the MeanFlow prior MLP (GELU)"""
     actor_hidden_dims: tuple[int, ...] = (256, 256)
     """hidden widths of the latent actor MLP"""
-    t_mean: float = -0.4
-    """mean of the logit-normal distribution of the MeanFlow times t, r"""
-    t_std: float = 1.0
-    """standard deviation of the logit-normal distribution of t, r"""
-    flow_ratio: float = 0.75
-    """fraction of each batch trained with r = t (plain flow matching)"""
-    adaptive_loss_power: float = 0.5
-    """power p of the adaptive loss weight 1 / (err^2 + c)^p"""
-    adaptive_loss_eps: float = 1e-3
-    """constant c of the adaptive loss weight"""
 
     def ranges(self) -> dict[str, tuple[bool, str]]:
         return super().ranges() | {
-            "prior_hidden_dims": (all(w >= 1 for w in self.prior_hidden_dims), "widths of at least 1"),
             "actor_hidden_dims": (all(w >= 1 for w in self.actor_hidden_dims), "widths of at least 1"),
-            "t_std": (self.t_std > 0.0, "positive"),
-            "flow_ratio": (0.0 <= self.flow_ratio <= 1.0, "in [0, 1]"),
-            "adaptive_loss_power": (self.adaptive_loss_power >= 0.0, "at least 0"),
-            "adaptive_loss_eps": (self.adaptive_loss_eps > 0.0, "positive"),
         }
 
 
-class LPSAgent(ChunkedActorCritic):
+class LPSAgent(ActorCriticAgent):
     """LPS: MeanFlow prior + action critic + latent actor on one shared encoder."""
 
-    policy_roles = ("prior", "actor")
-    shared_encoder_losses = ("critic", "prior")
+    roles = ("critic", "prior", "actor")
+    encoder_trained_by = ("critic", "prior")
+    next_roles = ("prior", "actor", "target")
 
     def __init__(self, config: LPSConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
-        feature_dim = self.feature_dim
-        self.prior = MeanFlowPrior(
-            feature_dim,
-            self.chunk_dim,
-            config.prior_hidden_dims,
-            t_mean=config.t_mean,
-            t_std=config.t_std,
-            flow_ratio=config.flow_ratio,
-            loss_power=config.adaptive_loss_power,
-            loss_eps=config.adaptive_loss_eps,
-        )
-        self.actor = LatentActor(feature_dim, self.chunk_dim, config.actor_hidden_dims)
+        self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
+        self.actor = LatentActor(self.feature_dim, self.chunk_dim, config.actor_hidden_dims)
 
     def policy(self, features: Features) -> torch.Tensor:
         return self.prior.sample(features["prior"], self.actor(features["actor"]))
@@ -102,10 +71,13 @@ class LPSAgent(ChunkedActorCritic):
         actions = self.prior_actions(self.encode(observations), generator)
         return self.unnormalize_actions(actions.view(-1, self.config.horizon, self.action_dim))
 
-    def extra_validation_metrics(self, features: Features, demo: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The prior's (flow BC's) action error, for comparison with the policy's."""
+    def extra_validation_metrics(
+        self, features: Features, demo: torch.Tensor, actions: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The critic's values, and the prior's (flow BC's) action error for comparison with the policy's."""
         generator = torch.Generator(demo.device).manual_seed(0)  # the training RNG streams stay untouched
-        return {"valid/prior_action_mse": (self.prior_actions(features, generator) - demo).pow(2).mean()}
+        prior_mse = (self.prior_actions(features, generator) - demo).pow(2).mean()
+        return super().extra_validation_metrics(features, demo, actions) | {"valid/prior_action_mse": prior_mse}
 
     def actor_loss(self, features: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-mean Q(s, g(s, pi(s))) / stopgrad(mean |Q|); only the latent actor (and its own encoder, if any)

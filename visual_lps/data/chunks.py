@@ -21,6 +21,17 @@ import torch.distributed as dist
 from visual_lps.observations import Nested, map_obs, num_rows
 
 
+@dataclass(frozen=True)
+class DataNeeds:
+    """What an agent reads from the data, declared by the agent's config (as LeRobot's policies do): the sampler
+    cuts chunks and stacks frames by it, and the evaluator keeps the same frame history."""
+
+    horizon: int
+    """actions per chunk, and the step to the next observation s_{t+h}"""
+    frame_stack: int = 1
+    """consecutive observations per state (the first repeated at episode starts)"""
+
+
 @dataclass
 class OfflineData:
     """Episode-contiguous arrays; `episode_ends[i]` is True on the last row of each episode.
@@ -115,13 +126,13 @@ class ChunkSampler:
     def __init__(
         self,
         data: OfflineData,
-        horizon: int,
+        needs: DataNeeds,
         device: torch.device | str,
         seed: int,
-        frame_stack: int = 1,
         draw_random: RandomInputs | None = None,
         placement: str = "auto",
     ):
+        horizon, frame_stack = needs.horizon, needs.frame_stack
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be at least 1, got {frame_stack}")
         self.horizon = horizon

@@ -38,18 +38,18 @@ def evaluate(
     env: gymnasium.Env,
     episodes: int,
     seed: int = 0,
-    frame_stack: int = 1,
     record: str | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends.
 
-    With `frame_stack` k > 1 the policy sees the last k observations (the first repeated at the start), as in
-    training. `record` keeps one frame per step: 'render' (the env's camera) or 'observation' (what the
+    A policy with a `frame_stack` k > 1 (an agent's, see `visual_lps.policy`) sees the last k observations (the
+    first repeated at the start), as in training. `record` keeps one frame per step: 'render' (the env's camera) or 'observation' (what the
     policy saw).
     """
     from tqdm import trange
 
+    frame_stack = getattr(policy, "frame_stack", 1)
     successes, returns, lengths, frames = [], [], [], []
     for episode in trange(episodes, desc="evaluating", unit="ep", disable=not progress, leave=False):
         ob, info = env.reset(seed=seed + episode)

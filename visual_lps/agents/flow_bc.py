@@ -1,0 +1,77 @@
+"""Flow BC: the MeanFlow prior alone (behaviour cloning), acting from uniform noise on the sphere.
+
+The paper's first baseline and LPS's starting point: LPS keeps this prior and steers the noise it decodes.
+No critic: the prior's loss alone trains it and the shared encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from visual_lps.agents.base import AgentConfig, Batch, ChunkedAgent, Features
+from visual_lps.meanflow import MeanFlowPrior
+from visual_lps.observations import ObsSpec
+from visual_lps.sphere import sample_sphere
+
+
+@dataclass
+class FlowBCConfig(AgentConfig):
+    """The MeanFlow prior's fields (state OGBench defaults, from the paper and its public reference code)."""
+
+    prior_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """hidden widths of the MeanFlow prior MLP (GELU)"""
+    t_mean: float = -0.4
+    """mean of the logit-normal distribution of the MeanFlow times t, r"""
+    t_std: float = 1.0
+    """standard deviation of the logit-normal distribution of t, r"""
+    flow_ratio: float = 0.75
+    """fraction of each batch trained with r = t (plain flow matching)"""
+    adaptive_loss_power: float = 0.5
+    """power p of the adaptive loss weight 1 / (err^2 + c)^p"""
+    adaptive_loss_eps: float = 1e-3
+    """constant c of the adaptive loss weight"""
+
+    def ranges(self) -> dict[str, tuple[bool, str]]:
+        return super().ranges() | {
+            "prior_hidden_dims": (all(w >= 1 for w in self.prior_hidden_dims), "widths of at least 1"),
+            "t_std": (self.t_std > 0.0, "positive"),
+            "flow_ratio": (0.0 <= self.flow_ratio <= 1.0, "in [0, 1]"),
+            "adaptive_loss_power": (self.adaptive_loss_power >= 0.0, "at least 0"),
+            "adaptive_loss_eps": (self.adaptive_loss_eps > 0.0, "positive"),
+        }
+
+
+def build_prior(config: FlowBCConfig, feature_dim: int, chunk_dim: int) -> MeanFlowPrior:
+    return MeanFlowPrior(feature_dim, chunk_dim, config.prior_hidden_dims, t_mean=config.t_mean,
+                         t_std=config.t_std, flow_ratio=config.flow_ratio, loss_power=config.adaptive_loss_power,
+                         loss_eps=config.adaptive_loss_eps)
+
+
+class FlowBCAgent(ChunkedAgent):
+    """The prior alone: act(s) = g(s, eps), eps uniform on the sphere."""
+
+    roles = ("prior",)
+    encoder_trained_by = ("prior",)
+    progress_metrics = ("prior/loss",)
+
+    def __init__(self, config: FlowBCConfig, obs_spec: ObsSpec, action_dim: int):
+        super().__init__(config, obs_spec, action_dim)
+        self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
+
+    def policy(self, features: Features) -> torch.Tensor:
+        noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device)
+        return self.prior.sample(features["prior"], noise)
+
+    def draw_random_inputs(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> dict:
+        """The image shifts, and the MeanFlow loss's noise and times."""
+        return super().draw_random_inputs(batch_size, device, generator) | {
+            "prior": self.prior.draw_noise(batch_size, device, generator)
+        }
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        features, _ = self.encode_transition(batch)
+        return self.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])
