@@ -101,7 +101,7 @@ def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions
     agent, *_ = load_agent(out)
     weights = load_file(out / "checkpoints" / "step_00000004" / "model.safetensors")
     assert weights["action_high"][:6].max() > 0.9 and weights["action_low"][:6].min() < -0.9  # velocities
-    assert weights["encoder.state_std"].min() > 0 and weights["encoder.state_mean"].abs().max() > 0
+    assert weights["encoders.encoder.state_std"].min() > 0 and weights["encoders.encoder.state_mean"].abs().max() > 0
     observations = {"13062452_left_image": torch.zeros(2, 16, 16, 3, dtype=torch.uint8),
                     "24259877_left_image": torch.zeros(2, 16, 16, 3, dtype=torch.uint8),
                     "cartesian_position": torch.zeros(2, 6), "gripper_position": torch.zeros(2, 1)}

@@ -227,3 +227,32 @@ def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_earlier_checkpoi
     assert f"no space left on device at {out}" in str(stop.value) and "step_00000004 was not written" in str(stop.value)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]  # no partial folder left
 
+
+
+BASELINE_NETS = {
+    "flow-bc": ["--prior-hidden-dims", "32,32"],
+    "qc-fql": ["--critic-hidden-dims", "32,32", "--bc-flow-hidden-dims", "32,32", "--actor-hidden-dims", "32"],
+    "dsrl": ["--prior-hidden-dims", "32,32", "--critic-hidden-dims", "32,32", "--actor-hidden-dims", "32",
+             "--latent-critic-hidden-dims", "32,32"],
+}
+
+
+@pytest.mark.parametrize("agent", list(BASELINE_NETS))
+def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_evaluates(
+    tiny_visual_dir: Path, tmp_path: Path, agent: str
+):
+    def args(out: Path) -> list[str]:
+        return ["train.py", "--agent", agent, "--task", "visual-cube", "--dataset-dir", str(tiny_visual_dir),
+                "--out", str(out), *BASELINE_NETS[agent], "--batch-size", "16", "--no-progress",
+                "--eval-episodes", "0", "--log-every", "1", "--save-every", "2", *COMPILED]
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    first = run(sys.executable, *args(straight), "--steps", "4")
+    assert f"training {agent} on visual-cube" in first.stdout and "compiled as one graph" in first.stdout
+    run(sys.executable, *args(split), "--steps", "2")
+    run(sys.executable, "train.py", "--resume", "--out", str(split), *COMPILED, "--steps", "4")
+    assert_identical(weights(straight, 4), weights(split, 4))
+    assert ("critic.net.hidden.0.weight" in weights(split, 4)) == (agent != "flow-bc")
+    evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(split), "--episodes", "1",
+                     "--max-episode-steps", "10")
+    assert "success rate" in evaluation.stdout
