@@ -1,0 +1,60 @@
+"""tools/sweep.py runs a grid of real train.py runs and goes on where it stopped; tools/report.py turns their
+logs into a table and learning curves."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.test_train import run
+
+
+def sweep(tiny_cube_dir: Path, out: Path, steps: int, *extra: str, agents: str = "flow-bc,lps",
+          seeds: str = "0,1") -> subprocess.CompletedProcess:
+    return run(sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", agents,
+               "--seeds", seeds, "--steps", str(steps), "--out", str(out), *extra, "--",
+               "--dataset-dir", str(tiny_cube_dir), "--prior-hidden-dims", "32,32", "--batch-size", "16",
+               "--no-progress", "--eval-every", "1", "--eval-episodes", "1", "--save-every", "1", "--log-every", "1")
+
+
+def test_sweep_runs_the_grid_skips_finished_runs_resumes_the_others_and_reports(tiny_cube_dir: Path, tmp_path: Path):
+    out = tmp_path / "sweep"
+    planned = sweep(tiny_cube_dir, out, 1, "--dry-run")
+    assert planned.stdout.count(": start ->") == 4 and not out.exists()
+
+    sweep(tiny_cube_dir, out, 1)
+    folders = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*/seed*"))
+    assert folders == ["cube-single/flow-bc/seed0", "cube-single/flow-bc/seed1", "cube-single/lps/seed0",
+                       "cube-single/lps/seed1"]
+    assert sweep(tiny_cube_dir, out, 1).stdout.count("skip (finished)") == 4
+    longer = sweep(tiny_cube_dir, out, 2, agents="flow-bc", seeds="0")
+    assert longer.stdout.count(": resume ->") == 1 and "--resume" in longer.stdout
+    assert (out / "cube-single/flow-bc/seed0/checkpoints/step_00000002").is_dir()
+
+    report = run(sys.executable, "tools/report.py", str(out), "--steps", "1,2")
+    results = (out / "report" / "results.md").read_text()
+    assert "at step 1:" in results and "at step 2:" in results and "| task | flow-bc | lps | paper, LPS |" in results
+    row = next(line for line in results.splitlines() if line.startswith("| cube-single task1 |"))
+    assert row.endswith("| 95 |") and row.count("(2)") == 2  # two seeds per agent, the published LPS number
+    curve = out / "report" / "curves_cube-single_task1.png"
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "results.md" in report.stdout
+
+    again = subprocess.run([sys.executable, "tools/report.py", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 1 and "results.md" in again.stderr and "--overwrite" in again.stderr
+
+
+def test_bad_values_are_named(tmp_path: Path):
+    def fails(script: str, *args: str) -> str:
+        result = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "'cube-sngle': choose from" in fails("tools/sweep.py", "--tasks", "cube-sngle", "--steps", "1")
+    assert "'sac': choose from" in fails("tools/sweep.py", "--tasks", "cube-single", "--agents", "sac", "--steps", "1")
+    assert "--steps must be at least 1" in fails("tools/sweep.py", "--tasks", "cube-single", "--steps", "0")
+    assert "invalid comma-separated int list" in fails("tools/sweep.py", "--tasks", "cube-single", "--seeds", "a",
+                                                       "--steps", "1")
+    assert "no such folder" in fails("tools/report.py", str(tmp_path / "missing"))
+    assert "steps must be positive" in fails("tools/report.py", str(tmp_path), "--steps", "0")
+    assert "no evaluated runs" in fails("tools/report.py", str(tmp_path))
