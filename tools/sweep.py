@@ -4,17 +4,21 @@
         --out runs/sweep [--dry-run] [-- any other train.py flags]
 
 Runs live in OUT/<task>/<agent>/seed<N>. Run it again and it goes on where it stopped: finished runs (a complete
-checkpoint at --steps) are skipped, interrupted ones resumed (`train.py --resume`), the others started. A run
-that fails stops the sweep (exit 1); one stopped by a signal stops it with that run's status (130 or 143).
-Read the results with tools/report.py.
+checkpoint at --steps) are skipped, interrupted ones resumed (`train.py --resume`), the others started.
+`--jobs N` runs N at once, the CPU threads split between them. A run that fails stops the sweep once the
+runs under way end (exit 1); SIGINT or SIGTERM reaches every run under way, each checkpoints and stops, and the
+sweep exits 130 or 143. Read the results with tools/report.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=comma_list(int), default=[0], help="comma-separated seeds (default: 0)")
     parser.add_argument("--steps", type=int, required=True, help="training steps of every run (the same budget)")
     parser.add_argument("--out", default="runs/sweep", help="folder of the sweep's runs (default: runs/sweep)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, the CPU threads split between them")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and what would be done, run nothing")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file, not a folder")
@@ -90,22 +97,55 @@ def main(argv: list[str] | None = None) -> int:
     verbs = {"finished": "skip (finished)", "interrupted": "resume", "new": "start"}
     for i, (run, state) in enumerate(plan, 1):
         print(f"[{i}/{len(plan)}] {run.task} {run.agent} seed {run.seed}: {verbs[state]} -> {run.out}", flush=True)
-        if args.dry_run or state == "finished":
-            continue
-        command = run.command(args.steps, state, extra)
-        print("$", shlex.join(command), flush=True)
-        code = subprocess.run(command, cwd=REPO).returncode
-        if code in (130, 143):
-            print(f"sweep stopped: {run.out} was stopped by a signal after its checkpoint; run the same command "
-                  f"to go on", file=sys.stderr)
-            return code
-        if code != 0:
-            print(f"error: {run.out} failed (exit {code}); the sweep stops here", file=sys.stderr)
-            return 1
-    if not args.dry_run:
+    if args.dry_run:
+        return 0
+    todo = [(run, state) for run, state in plan if state != "finished"]
+    code = run_all(todo, args.steps, extra, args.jobs)
+    if code == 0:
         print(f"sweep done: {len(plan)} runs in {out}; tables and curves: python tools/report.py {out}")
-    return 0
+    return code
 
+
+def run_all(todo: list[tuple[SweepRun, str]], steps: int, extra: list[str], jobs: int) -> int:
+    """Run `todo`, `jobs` at a time; the first failure or stop signal lets the runs under way finish (a signal
+    is passed on to them) and starts no more."""
+    threads = max((os.cpu_count() or 1) // jobs, 1)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if jobs > 1 else {})
+    running: dict[subprocess.Popen, SweepRun] = {}
+    stopped_by: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        stopped_by.append(signum)
+        for process in running:
+            process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed: list[str] = []
+    try:
+        queue = list(todo)
+        while queue or running:
+            while queue and len(running) < jobs and not stopped_by and not failed:
+                run, state = queue.pop(0)
+                command = run.command(steps, state, extra)
+                print("$", shlex.join(command), flush=True)
+                running[subprocess.Popen(command, cwd=REPO, env=env)] = run
+            if not running:
+                break
+            time.sleep(0.2)
+            for process in [p for p in running if p.poll() is not None]:
+                run = running.pop(process)
+                if process.returncode not in (0, 130, 143):
+                    failed.append(f"{run.out} (exit {process.returncode})")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped_by:
+        print("sweep stopped: the runs under way checkpointed; run the same command to go on", file=sys.stderr)
+        return 128 + stopped_by[0]
+    if failed:
+        print(f"error: {', '.join(failed)} failed; the sweep stopped there", file=sys.stderr)
+        return 1
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

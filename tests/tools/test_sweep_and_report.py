@@ -53,8 +53,33 @@ def test_bad_values_are_named(tmp_path: Path):
     assert "'cube-sngle': choose from" in fails("tools/sweep.py", "--tasks", "cube-sngle", "--steps", "1")
     assert "'sac': choose from" in fails("tools/sweep.py", "--tasks", "cube-single", "--agents", "sac", "--steps", "1")
     assert "--steps must be at least 1" in fails("tools/sweep.py", "--tasks", "cube-single", "--steps", "0")
+    assert "--jobs must be at least 1" in fails("tools/sweep.py", "--tasks", "cube-single", "--steps", "1", "--jobs", "0")
     assert "invalid comma-separated int list" in fails("tools/sweep.py", "--tasks", "cube-single", "--seeds", "a",
                                                        "--steps", "1")
     assert "no such folder" in fails("tools/report.py", str(tmp_path / "missing"))
     assert "steps must be positive" in fails("tools/report.py", str(tmp_path), "--steps", "0")
     assert "no evaluated runs" in fails("tools/report.py", str(tmp_path))
+
+
+def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(tiny_cube_dir: Path, tmp_path: Path):
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    grid = [sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", "flow-bc", "--seeds", "0,1",
+            "--steps", "100000", "--jobs", "2", "--out", str(out)]
+    command = [*grid, "--", "--dataset-dir", str(tiny_cube_dir), "--prior-hidden-dims", "32,32", "--batch-size", "16",
+               "--no-progress", "--eval-episodes", "0", "--save-every", "100000", "--log-every", "1"]
+    sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(out.glob("*/*/seed*/tb/events.*"))) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # both runs are training
+    sweep_process.send_signal(signal.SIGTERM)
+    _, stderr = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 143, stderr[-2000:]
+    assert "run the same command to go on" in stderr
+    for seed in (0, 1):
+        assert list((out / "cube-single" / "flow-bc" / f"seed{seed}" / "checkpoints").glob("step_*"))
+    planned = run(*grid, "--dry-run")  # the same sweep, listed: both runs would be resumed
+    assert planned.stdout.count(": resume ->") == 2

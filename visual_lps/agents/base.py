@@ -97,6 +97,8 @@ class ChunkedAgent(nn.Module):
     """the role whose per-role encoder has a Polyak target copy"""
     progress_metrics: tuple[str, ...] = ()
     """metrics shown on the training progress bar"""
+    noise_modules: tuple[str, ...] = ()
+    """submodules whose loss draws its own noise (`draw_noise`): drawn into batch["random"][name]"""
 
     def __init__(self, config: AgentConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__()
@@ -157,8 +159,9 @@ class ChunkedAgent(nn.Module):
         """Every random number one update uses, drawn on the device from `generator` (the sampler's, whose
         state is checkpointed); `forward` reads them from `batch["random"]`. Drawing them apart makes the update
         a deterministic function of its batch: it compiles as one graph and resumes bit-exactly. Here: the
-        random shifts of the images, if any; agents add their own."""
-        return self.encoders.draw_random_inputs(batch_size, device, generator)
+        random shifts of the images, if any, and the noise of each of `noise_modules`; agents add their own."""
+        noise = {name: getattr(self, name).draw_noise(batch_size, device, generator) for name in self.noise_modules}
+        return self.encoders.draw_random_inputs(batch_size, device, generator) | noise
 
     def act(self, observations) -> torch.Tensor:
         """Action chunks (B, horizon, action_dim) in the dataset's units, for evaluation and deployment.

@@ -50,6 +50,7 @@ class DSRLAgent(ActorCriticAgent):
     roles = ("critic", "prior", "actor", "latent_critic")
     encoder_trained_by = ("critic", "prior")
     next_roles = ("prior", "actor", "target")
+    noise_modules = ("prior",)
 
     def __init__(self, config: DSRLConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
@@ -66,7 +67,6 @@ class DSRLAgent(ActorCriticAgent):
     ) -> dict:
         """The image shifts, the MeanFlow loss's noise and times, and the noise the latent critic is fitted on."""
         return super().draw_random_inputs(batch_size, device, generator) | {
-            "prior": self.prior.draw_noise(batch_size, device, generator),
             "aliasing": sample_sphere(batch_size, self.chunk_dim, device=device, generator=generator),
         }
 

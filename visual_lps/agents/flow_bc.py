@@ -55,6 +55,7 @@ class FlowBCAgent(ChunkedAgent):
     roles = ("prior",)
     encoder_trained_by = ("prior",)
     progress_metrics = ("prior/loss",)
+    noise_modules = ("prior",)
 
     def __init__(self, config: FlowBCConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
@@ -64,13 +65,6 @@ class FlowBCAgent(ChunkedAgent):
         noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device)
         return self.prior.sample(features["prior"], noise)
 
-    def draw_random_inputs(
-        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
-    ) -> dict:
-        """The image shifts, and the MeanFlow loss's noise and times."""
-        return super().draw_random_inputs(batch_size, device, generator) | {
-            "prior": self.prior.draw_noise(batch_size, device, generator)
-        }
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, _ = self.encode_transition(batch)

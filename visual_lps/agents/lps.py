@@ -49,6 +49,7 @@ class LPSAgent(ActorCriticAgent):
     roles = ("critic", "prior", "actor")
     encoder_trained_by = ("critic", "prior")
     next_roles = ("prior", "actor", "target")
+    noise_modules = ("prior",)
 
     def __init__(self, config: LPSConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
@@ -88,13 +89,6 @@ class LPSAgent(ActorCriticAgent):
         loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
 
-    def draw_random_inputs(
-        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
-    ) -> dict:
-        """The image shifts, and the MeanFlow loss's noise and times."""
-        return super().draw_random_inputs(batch_size, device, generator) | {
-            "prior": self.prior.draw_noise(batch_size, device, generator)
-        }
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, next_features = self.encode_transition(batch)

@@ -62,6 +62,7 @@ class QCFQLAgent(ActorCriticAgent):
     roles = ("critic", "bc_flow", "actor")
     encoder_trained_by = ("critic", "bc_flow")
     next_roles = ("actor", "target")
+    noise_modules = ("bc_flow",)
 
     def __init__(self, config: QCFQLConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
@@ -84,7 +85,6 @@ class QCFQLAgent(ActorCriticAgent):
     ) -> dict:
         """The image shifts, the BC flow's noise and times, and the noise of the distillation and the target."""
         return super().draw_random_inputs(batch_size, device, generator) | {
-            "bc_flow": self.bc_flow.draw_noise(batch_size, device, generator),
             "distill": torch.randn(batch_size, self.chunk_dim, device=device, generator=generator),
             "next": torch.randn(batch_size, self.chunk_dim, device=device, generator=generator),
         }
