@@ -256,3 +256,36 @@ def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_eval
     evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(split), "--episodes", "1",
                      "--max-episode-steps", "10")
     assert "success rate" in evaluation.stdout
+
+
+@pytest.mark.parametrize("agent", list(BASELINE_NETS))
+def test_every_baseline_trains_on_robot_hdf5_with_offline_metrics(tmp_path: Path, agent: str, capsys):
+    from tests.data.test_robot_hdf5 import make_episode, write
+
+    dataset = tmp_path / "robot.hdf5"
+    write(dataset, [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14, 9])], valid_fraction=0.25)
+    out = tmp_path / "run"
+    flags = ["--task", "robot", "--agent", agent, "--dataset", str(dataset), "--out", str(out), "--encoder",
+             "impala_small", *BASELINE_NETS[agent], "--batch-size", "8", "--no-progress", "--steps", "2",
+             "--eval-every", "2", "--eval-episodes", "0", "--save-every", "2", "--log-every", "1", "--data-cache",
+             "none"]
+    if agent == "qc-fql":  # no published alpha for robot data: it must be given
+        with pytest.raises(SystemExit, match="qc-fql has no published alpha for task 'robot': give --alpha"):
+            parse_args(flags)
+        flags += ["--alpha", "3"]
+    outcome = train(*parse_args(flags))
+    assert outcome.step == 2 and "valid/action_mse" in outcome.metrics
+    assert ("valid/q_demo" in outcome.metrics) == (agent != "flow-bc")
+    assert (out / "checkpoints" / "step_00000002").is_dir()
+
+
+def test_a_baseline_trains_with_two_processes_in_sync(tiny_cube_dir: Path, tmp_path: Path):
+    """DDP is the update's business (one all-reduce of all gradients), the same for every agent: QC-FQL, whose
+    networks differ most from LPS's, here."""
+    out = tmp_path / "run"
+    result = run_env({"ACCELERATE_USE_CPU": "1"}, *CPU_DDP, "train.py", "--agent", "qc-fql",
+                     "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+                     *BASELINE_NETS["qc-fql"], "--batch-size", "16", "--no-progress", "--eval-episodes", "0",
+                     "--steps", "2", "--save-every", "2", "--log-every", "1")
+    assert "weights identical on all 2 processes" in result.stdout
+    assert "gradients averaged over 2 processes" in result.stdout
