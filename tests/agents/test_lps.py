@@ -1,5 +1,6 @@
 import torch
 
+from tests.agents.routing import reaches
 from tests.agents.toy import (
     assert_picks_the_paying_mode_inside_the_support,
     assert_reproduces_both_modes,
@@ -45,18 +46,18 @@ def test_actor_loss_updates_the_actor_and_nothing_else():
     assert batch["observations"].grad is None  # the shared encoder is not updated by the actor loss
 
 
-def test_each_loss_of_the_objective_reaches_only_its_own_network():
+def test_each_loss_of_the_objective_reaches_its_own_network_and_only_it():
     agent = make_agent()
     batch = random_batch(agent)
     features = agent.encode(batch["observations"])["critic"]
     next_actions = agent.policy(agent.encode(batch["next_observations"])).detach()
+    parts = {"critic": agent.critic, "prior": agent.prior, "actor": agent.actor, "target_critic": agent.target_critic}
     critic_loss, _ = agent.critic_loss(features, features, batch, next_actions)
-    critic_loss.backward()
-    assert all(g is None for g in grads(agent.actor) + grads(agent.prior) + grads(agent.target_critic))
-    agent.zero_grad(set_to_none=True)
+    assert reaches(critic_loss, agent, parts) == {"critic"}
     prior_loss, _ = agent.prior.loss(features, batch["actions"].flatten(1), batch["random"]["prior"])
-    prior_loss.backward()
-    assert all(g is None for g in grads(agent.actor) + grads(agent.critic))
+    assert reaches(prior_loss, agent, parts) == {"prior"}
+    actor_loss, _ = agent.actor_loss(agent.encode(batch["observations"]))
+    assert reaches(actor_loss, agent, parts) == {"actor"}
 
 
 def test_full_objective_gives_every_trainable_parameter_a_gradient():
