@@ -79,11 +79,63 @@ def test_missing_dataset_error_names_the_generate_command(tmp_path: Path):
         find_dataset("scene-play-v0", tmp_path, download=False)
 
 
-def test_dense_rewards_relabelled_for_the_task(tiny_cube_dir: Path):
-    data = load_ogbench_task_data(tiny_cube_dir / "cube-single-play-v0.npz", get_task("cube-single"), 2, sparse=False)
+def rewrite(src: Path, dst: Path, **changes) -> Path:
+    """A copy of an ogbench .npz file with some arrays replaced."""
+    with np.load(src) as f:
+        arrays = {k: f[k] for k in f.files}
+    for key, change in changes.items():
+        change(arrays[key])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(dst, **arrays)
+    return dst
+
+
+def task_env(name: str):
+    import gymnasium
+    import ogbench.manipspace  # noqa: F401
+
+    env = gymnasium.make(name)
+    env.reset()
+    return env.unwrapped
+
+
+def test_cube_rows_at_the_goal_pay_0_and_end_the_bootstrap_the_others_pay_minus_1(tiny_cube_dir: Path, tmp_path: Path):
+    goal = task_env("cube-single-singletask-task2-v0")._data.mocap_pos.copy()[0]
+
+    def put_cube_at_goal(qpos: np.ndarray) -> None:
+        qpos[[3, 7], 14:17] = goal  # rows 3 and 7: the cube (qpos 14:17) on task 2's target
+
+    path = rewrite(tiny_cube_dir / "cube-single-play-v0.npz", tmp_path / "cube-single-play-v0.npz",
+                   qpos=put_cube_at_goal)
+    data = load_ogbench_task_data(path, get_task("cube-single"), 2, sparse=False)
     assert data.observations.dtype == np.float32 and data.num_episodes == 3
-    assert set(np.unique(data.rewards)) <= {-1.0, 0.0}
-    assert np.array_equal(data.masks == 0, data.rewards == 0)  # solved states stop the bootstrap
+    assert data.rewards[[3, 7]].tolist() == [0.0, 0.0] and data.masks[[3, 7]].tolist() == [0.0, 0.0]
+    others = np.ones(len(data.rewards), bool)
+    others[[3, 7]] = False
+    assert (data.rewards[others] == -1).all() and (data.masks[others] == 1).all()
+
+
+def test_puzzle_dense_rewards_count_wrong_buttons_and_sparse_ones_only_say_solved(tmp_path: Path):
+    generate("puzzle-3x3-play-v0", tmp_path / "raw", episodes=1, seed=3, max_episode_steps=30, progress=False)
+    target = task_env("puzzle-3x3-singletask-task1-v0")._target_button_states.copy()
+
+    def near_and_at_goal(states: np.ndarray) -> None:
+        states[10] = target  # solved
+        states[11] = target
+        states[11, 0] = 1 - target[0]  # one button wrong
+
+    path = rewrite(tmp_path / "raw" / "puzzle-3x3-play-v0.npz", tmp_path / "puzzle-3x3-play-v0.npz",
+                   button_states=near_and_at_goal)
+    with np.load(path) as f:
+        wrong = (f["button_states"] != target).sum(axis=1)
+    dense = load_ogbench_task_data(path, get_task("puzzle-3x3"), 1, sparse=False)
+    sparse = load_ogbench_task_data(path, get_task("puzzle-3x3"), 1, sparse=True)
+    assert np.array_equal(dense.rewards, -wrong.astype(np.float32))  # one point per wrong button
+    assert np.array_equal(sparse.rewards, -(wrong > 0).astype(np.float32))
+    assert dense.rewards[10] == sparse.rewards[10] == 0 and dense.rewards[11] == sparse.rewards[11] == -1
+    assert (dense.rewards < -1).any()  # the two variants differ where several buttons are wrong
+    for data in (dense, sparse):
+        assert np.array_equal(data.masks == 0, wrong == 0)  # the solved row ends the bootstrap
 
 
 def test_corrupt_dataset_file_is_named(tmp_path: Path):
