@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
     from visual_lps.tasks import get_task
-    from visual_lps.policy import make_policy
+    from visual_lps.policy import Policy
 
     if args.episodes < 1:
         sys.exit("error: --episodes must be at least 1")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
                         max_episode_steps=args.max_episode_steps)
     with torch.inference_mode():
         result = evaluate(
-            make_policy(agent, torch.device(args.device)), env, args.episodes, seed=args.seed, record=record,
+            Policy(agent, args.device), env, args.episodes, seed=args.seed, record=record,
             progress=True,
         )
     print(f"{ckpt}: {env_name}: success rate {result.success_rate:.2%} over {args.episodes} episodes "

@@ -1,25 +1,84 @@
-"""A trained agent as a policy for a control loop: numpy observations in, action chunks in the robot's units out."""
+"""A trained agent as a policy for a control loop: numpy observations in, action chunks in the robot's units out.
+
+`Policy.load(run_or_checkpoint)` needs torch and the project's core only (no Accelerate, no simulator): it
+restores the agent with its normalisers (action bounds, state statistics) and its observation spec, checks
+every observation against that spec before it reaches a network, and returns chunks of `horizon` actions.
+Evaluation (`tools/evaluate.py`, the trainer's) goes through the same object.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from visual_lps.observations import Nested, map_obs
+from visual_lps.observations import Nested, ObsSpec, map_obs
 
 
-class AgentPolicy:
-    """observation (numpy, one step, or the last `frame_stack` steps stacked) -> action chunk (numpy,
-    (h, action_dim)) with the agent's act(); `frame_stack` is what the agent declared it reads."""
+class ObservationError(ValueError):
+    """An observation that does not fit the policy's spec; the message names the key at fault."""
 
-    def __init__(self, agent: torch.nn.Module, device: torch.device):
-        self.agent, self.device = agent, device
-        self.frame_stack = agent.data_needs.frame_stack
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Policy:
+    def __init__(self, agent: torch.nn.Module, device: str | torch.device = "auto"):
+        self.device = resolve_device(device)
+        self.agent = agent.to(self.device).eval()
+        needs = agent.data_needs
+        self.horizon, self.frame_stack = needs.horizon, needs.frame_stack
+        self.action_dim: int = agent.action_dim
+        self.obs_spec: ObsSpec = agent.obs_spec
+        """the shape of one observation as the policy reads it (with the stack dimension when frame_stack > 1)"""
+
+    @classmethod
+    def load(cls, run_or_checkpoint: str | Path, device: str | torch.device = "auto") -> Policy:
+        """The newest complete checkpoint of a run folder, or one checkpoint folder."""
+        from visual_lps.checkpoint import load_agent
+
+        agent, *_ = load_agent(run_or_checkpoint, resolve_device(device))
+        return cls(agent, device)
+
+    def check(self, observation: Nested[np.ndarray]) -> None:
+        """ObservationError naming the first key (or the array) whose presence, shape or dtype is wrong. Keys the
+        policy does not read are allowed (a robot may send more than the policy needs)."""
+        spec = self.obs_spec
+        if isinstance(spec, Mapping):
+            if not isinstance(observation, Mapping):
+                raise ObservationError(f"expected a dict with keys {sorted(spec)}, got {type(observation).__name__}")
+            missing = [key for key in spec if key not in observation]
+            if missing:
+                raise ObservationError(f"observation key(s) {missing} missing (have {sorted(observation)})")
+            for key, shape in spec.items():
+                _check_array(observation[key], shape, key)
+        else:
+            if isinstance(observation, Mapping):
+                raise ObservationError(f"expected one array of shape {spec}, got a dict with keys {sorted(observation)}")
+            _check_array(observation, spec, "observation")
 
     def __call__(self, observation: Nested[np.ndarray]) -> np.ndarray:
-        obs = map_obs(lambda array: torch.as_tensor(array, device=self.device).unsqueeze(0), observation)
+        """One observation (the last `frame_stack` stacked, if the policy stacks) -> chunk (horizon, action_dim)."""
+        self.check(observation)
+        if isinstance(observation, Mapping):
+            observation = {key: observation[key] for key in self.obs_spec}  # only what the policy reads
+        obs = map_obs(lambda array: torch.as_tensor(np.asarray(array), device=self.device).unsqueeze(0), observation)
         return self.agent.act(obs)[0].cpu().numpy()
 
 
-def make_policy(agent: torch.nn.Module, device: torch.device) -> AgentPolicy:
-    return AgentPolicy(agent, device)
+def _check_array(value, shape: tuple[int, ...], key: str) -> None:
+    array = np.asarray(value)
+    if tuple(array.shape) != tuple(shape):
+        raise ObservationError(f"observation {key!r} has shape {tuple(array.shape)}, the policy reads {tuple(shape)}")
+    image = key.endswith("_image") or (key == "observation" and len(shape) >= 3)
+    if image and array.dtype != np.uint8:
+        raise ObservationError(f"observation {key!r} is {array.dtype}; camera frames are uint8 (0-255)")
+    if not image and not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ObservationError(f"observation {key!r} is {array.dtype}; expected numbers")
+    if not image and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ObservationError(f"observation {key!r} contains NaN or inf")

@@ -32,7 +32,7 @@ from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.faults import StopRequest
 from visual_lps.observations import obs_spec, spec_to_yaml
-from visual_lps.policy import make_policy
+from visual_lps.policy import Policy
 from visual_lps.tasks import get_task
 from visual_lps.update import UpdateStep
 
@@ -181,7 +181,7 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
 
         core.eval()
         result = evaluate(
-            make_policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
+            Policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
             seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
         )
         core.train()

@@ -1,0 +1,80 @@
+"""Policy: loads a run with torch and the core alone, checks every observation against the spec, and returns
+chunks in the robot's units (the agent's act())."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO
+from visual_lps.config import parse_args
+from visual_lps.policy import ObservationError, Policy
+from visual_lps.trainer import train
+
+
+@pytest.fixture(scope="module")
+def robot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.data.test_robot_hdf5 import make_episode, write
+
+    root = tmp_path_factory.mktemp("policy")
+    write(root / "robot.hdf5", [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14])], valid_fraction=0.34)
+    train(*parse_args(["--task", "robot", "--dataset", str(root / "robot.hdf5"), "--out", str(root / "run"),
+                       "--encoder", "impala_small", "--prior-hidden-dims", "32", "--critic-hidden-dims", "32",
+                       "--actor-hidden-dims", "32", "--batch-size", "8", "--no-progress", "--steps", "2",
+                       "--eval-episodes", "0", "--save-every", "2", "--log-every", "1", "--data-cache", "none"]))
+    return root / "run"
+
+
+def observation() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"front_image": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+            "wrist_image": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+            "joints": rng.normal(size=7).astype(np.float32)}
+
+
+def test_loads_without_accelerate_or_a_simulator_and_acts_in_robot_units(robot_run: Path):
+    script = f"""
+import sys, numpy as np
+from visual_lps.policy import Policy
+policy = Policy.load({str(robot_run)!r}, device="cpu")
+rng = np.random.default_rng(0)
+chunk = policy({{"front_image": rng.integers(0, 256, (12, 16, 3), dtype=np.uint8),
+                 "wrist_image": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+                 "joints": rng.normal(size=7).astype(np.float32)}})
+print(chunk.shape, [m for m in ("accelerate", "ogbench", "mujoco", "gymnasium", "tensorboard") if m in sys.modules])
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[0] == "(5, 4) []"
+
+
+def test_chunks_are_the_agents_in_the_datas_units(robot_run: Path):
+    policy = Policy.load(robot_run, device="cpu")
+    obs = observation()
+    chunk = policy(obs | {"prompt": "unused keys are allowed"})
+    expected = policy.agent.act({k: torch.as_tensor(v).unsqueeze(0) for k, v in obs.items()})[0].numpy()
+    assert chunk.shape == (policy.horizon, policy.action_dim) == (5, 4)
+    assert np.allclose(chunk, expected)
+    low, high = policy.agent.action_low.numpy(), policy.agent.action_high.numpy()
+    assert low.min() < -1.5 and high.max() > 2.5  # the data's actions span [-2, 3]: the chunk is in those units
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: o.pop("wrist_image"), "observation key(s) ['wrist_image'] missing"),
+    (lambda o: o.update(front_image=np.zeros((16, 12, 3), np.uint8)), "'front_image' has shape (16, 12, 3), the policy reads (12, 16, 3)"),
+    (lambda o: o.update(front_image=np.zeros((12, 16, 3), np.float32)), "'front_image' is float32; camera frames are uint8"),
+    (lambda o: o.update(joints=np.full(7, np.nan, np.float32)), "'joints' contains NaN or inf"),
+    (lambda o: o.update(joints=np.array(["a"] * 7)), "'joints' is <U1; expected numbers"),
+])
+def test_a_bad_observation_is_refused_naming_the_key(robot_run: Path, change, message: str):
+    policy = Policy.load(robot_run, device="cpu")
+    obs = observation()
+    change(obs)
+    with pytest.raises(ObservationError) as error:
+        policy(obs)
+    assert message in str(error.value)
+    with pytest.raises(ObservationError, match="expected a dict"):
+        policy(np.zeros(3))
