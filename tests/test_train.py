@@ -143,3 +143,19 @@ def test_a_robot_file_without_held_out_demos_says_so_at_start(tmp_path: Path):
                  str(tmp_path / "run"), *TINY_NETS, "--steps", "2", "--eval-episodes", "0", "--log-every", "1")
     assert "warning:" in result.stdout and "mask/valid lists no demos" in result.stdout
 
+
+
+def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube_dir: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    run(sys.executable, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+        *TINY_NETS, "--steps", "1", "--eval-episodes", "0", "--save-every", "1", "--log-every", "1")
+    for mode in ("replan", "ensemble"):
+        result = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(out), "--episodes", "1",
+                     "--max-episode-steps", "10", "--execution", mode, "--replan-every", "2")
+        assert f"({mode}): success rate" in result.stdout
+    for flags, message in [(["--execution", "often"], "invalid choice: 'often'"),
+                           (["--replan-every", "0"], "--replan-every must be at least 1"),
+                           (["--ensemble-decay", "-1"], "--ensemble-decay must be at least 0")]:
+        bad = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(out), *flags], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visual_lps.execution import MODES
+
 
 def write_video_atomic(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Encode to a temporary file beside `path`, then rename: no half-written video."""
@@ -35,14 +37,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--video-size", type=int, default=256, help="video frame size of state tasks (pixels)")
     parser.add_argument("--max-episode-steps", type=int, default=None, help="override the task's time limit")
     parser.add_argument("--device", default="cpu", help="torch device to run the policy on")
+    parser.add_argument("--execution", default="open-loop", choices=MODES,
+                        help="how chunks run: to their end (open-loop, as trained), re-planned every --replan-every "
+                             "steps, or temporally ensembled (ACT's exponential weights, --ensemble-decay)")
+    parser.add_argument("--replan-every", type=int, default=1, help="steps between chunks with --execution replan")
+    parser.add_argument("--ensemble-decay", type=float, default=0.01,
+                        help="weight exp(-decay * i) of the i-th oldest chunk with --execution ensemble")
     args = parser.parse_args(argv)
+    if args.replan_every < 1:
+        parser.error("--replan-every must be at least 1")
+    if args.ensemble_decay < 0:
+        parser.error("--ensemble-decay must be at least 0")
 
     import torch
 
     from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
-    from visual_lps.tasks import get_task
+    from visual_lps.execution import ChunkExecutor
     from visual_lps.policy import Policy
+    from visual_lps.tasks import get_task
 
     if args.episodes < 1:
         sys.exit("error: --episodes must be at least 1")
@@ -60,12 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     record = None if args.video is None else ("observation" if agent.encoders.inputs.is_image else "render")
     env = make_eval_env(env_name, render_size=args.video_size if record == "render" else None,
                         max_episode_steps=args.max_episode_steps)
+    policy = Policy(agent, args.device)
+    executor = ChunkExecutor(policy, args.execution, args.replan_every, args.ensemble_decay)
     with torch.inference_mode():
-        result = evaluate(
-            Policy(agent, args.device), env, args.episodes, seed=args.seed, record=record,
-            progress=True,
-        )
-    print(f"{ckpt}: {env_name}: success rate {result.success_rate:.2%} over {args.episodes} episodes "
+        result = evaluate(policy, env, args.episodes, seed=args.seed, record=record, progress=True, executor=executor)
+    print(f"{ckpt}: {env_name} ({args.execution}): success rate {result.success_rate:.2%} over {args.episodes} episodes "
           f"(mean return {result.mean_return:.1f}, mean length {result.mean_length:.0f})")
     if args.video is not None:
         write_video_atomic(args.video, result.frames, fps=int(env.metadata.get("render_fps", 20)))

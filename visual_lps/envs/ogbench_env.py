@@ -1,4 +1,4 @@
-"""OGBench single-task evaluation environments and the rollout loop (action chunks run open loop)."""
+"""OGBench single-task evaluation environments and the rollout loop (chunks executed by a `ChunkExecutor`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import gymnasium
 import numpy as np
 import ogbench.manipspace  # noqa: F401  (registers the environments)
+
+from visual_lps.execution import ChunkExecutor
 
 ChunkPolicy = Callable[[np.ndarray], np.ndarray]
 """observation -> action chunk (h, action_dim)"""
@@ -40,6 +42,7 @@ def evaluate(
     seed: int = 0,
     record: str | None = None,
     progress: bool = False,
+    executor: ChunkExecutor | None = None,
 ) -> EvalResult:
     """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends.
 
@@ -50,15 +53,16 @@ def evaluate(
     from tqdm import trange
 
     frame_stack = getattr(policy, "frame_stack", 1)
+    executor = executor or ChunkExecutor(policy)
     successes, returns, lengths, frames = [], [], [], []
     for episode in trange(episodes, desc="evaluating", unit="ep", disable=not progress, leave=False):
         ob, info = env.reset(seed=seed + episode)
         history = deque([ob] * frame_stack, maxlen=frame_stack)
-        done, total, length, queue = False, 0.0, 0, []
+        executor.reset()
+        done, total, length = False, 0.0, 0
         while not done:
-            if not queue:
-                queue = list(policy(np.stack(history) if frame_stack > 1 else ob))
-            ob, reward, terminated, truncated, info = env.step(queue.pop(0))
+            action = executor(np.stack(history) if frame_stack > 1 else ob)
+            ob, reward, terminated, truncated, info = env.step(action)
             history.append(ob)
             done = terminated or truncated
             total += float(reward)
