@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import visual_lps  # noqa: F401
-from visual_lps.data.converters import FORMATS, get_converter
+from visual_lps.data.converters import FORMATS, open_source
 from visual_lps.data.converters.common import ConversionError, ConvertOptions, parse_mapping
 from visual_lps.data.robot_hdf5 import COMPRESSIONS, REWARD_SCHEMES, HDF5DatasetWriter, validate_hdf5
 
@@ -137,15 +137,14 @@ def convert(args: argparse.Namespace, stop: StopOnSignal) -> None:
     if not args.src.exists():
         raise ConversionError(f"{args.src}: no such file or folder")
     prepare_output(args.out, args.overwrite)
-    converter = get_converter(args.format)
-    total = converter.count_episodes(args.src, options)
+    source = open_source(args.format, args.src, options)
     facts = {"source_format": args.format, "source": str(args.src), "env_name": args.env_name or args.src.stem}
-    facts |= converter.source_facts(args.src, options)
+    facts |= source.facts()
     start, frames = time.time(), 0
     with HDF5DatasetWriter(args.out, compression=args.compression, reward_scheme=args.rewards,
                            failure_penalty=args.failure_penalty, valid_fraction=args.valid_fraction,
                            split_seed=args.split_seed, env_args=facts) as writer:
-        for episode in tqdm(converter.read_episodes(args.src, options), total=total, desc="converting", unit="ep"):
+        for episode in tqdm(source.episodes(), total=len(source), desc="converting", unit="ep"):
             stop.check()
             writer.add(episode)
             frames += len(episode.actions)

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from visual_lps.data.converters import lerobot
 from visual_lps.data.converters.common import ConversionError, ConvertOptions
+from visual_lps.data.converters.lerobot import LeRobotSource
 from visual_lps.data.robot_hdf5 import validate_hdf5
 
 REPO = Path(__file__).resolve().parents[3]
@@ -273,7 +273,7 @@ def test_camera_choice_rename_and_resize(dataset: Written, tmp_path: Path):
 
 def test_camera_short_name_and_full_key_alone_keep_short_names(dataset: Written):
     for requested in ("front", VIDEO_KEY):
-        episodes = list(lerobot.read_episodes(dataset.root, ConvertOptions(cameras={requested: requested})))
+        episodes = list(LeRobotSource(dataset.root, ConvertOptions(cameras={requested: requested})).episodes())
         assert len(episodes) == 3 and set(episodes[0].images) == {"front"}
 
 
@@ -288,12 +288,13 @@ def test_unknown_camera_names_info_and_choices(dataset: Written, tmp_path: Path)
 
 def test_api_count_facts_and_episode_contents(dataset: Written):
     options = ConvertOptions()
-    assert lerobot.count_episodes(dataset.root, options) == 3
-    facts = lerobot.source_facts(dataset.root, options)
+    source = LeRobotSource(dataset.root, options)
+    assert len(source) == 3
+    facts = source.facts()
     assert facts["control_rate_hz"] == FPS and facts["lerobot_version"] == dataset.version
     assert VIDEO_KEY in facts["features"] and facts["camera_sources"] == {VIDEO_KEY: "front", IMAGE_KEY: "wrist"}
     json.dumps(facts)
-    episodes = list(lerobot.read_episodes(dataset.root, options))
+    episodes = list(source.episodes())
     assert [e.success for e in episodes] == [True, False, True]
     assert all(e.rewards is not None and e.rewards.dtype == np.float32 for e in episodes)
     assert all(str(dataset.data_file(i)) in e.source for i, e in enumerate(episodes))
@@ -303,7 +304,7 @@ def test_api_count_facts_and_episode_contents(dataset: Written):
 def test_without_outcome_columns_uses_default_success(tmp_path: Path):
     written = write_dataset(tmp_path / "src", "v3.0", episodes=2, length=5, image_camera=False, with_outcomes=False)
     for default in (True, False):
-        episodes = list(lerobot.read_episodes(written.root, ConvertOptions(default_success=default)))
+        episodes = list(LeRobotSource(written.root, ConvertOptions(default_success=default)).episodes())
         assert [e.success for e in episodes] == [default, default]
         assert all(e.rewards is None for e in episodes) and set(episodes[0].images) == {"front"}
 
@@ -312,7 +313,7 @@ def test_libx264_video(tmp_path: Path):
     if "libx264" not in av.codecs_available:
         pytest.skip("PyAV here has no libx264")
     written = write_dataset(tmp_path / "src", "v3.0", episodes=2, length=6, image_camera=False, codec="libx264")
-    episodes = list(lerobot.read_episodes(written.root, ConvertOptions()))
+    episodes = list(LeRobotSource(written.root, ConvertOptions()).episodes())
     for e, episode in enumerate(episodes):
         assert np.abs(episode.images["front"].astype(np.float64) - written.front[e]).mean() < 10
 
@@ -404,4 +405,4 @@ def test_errors_come_as_conversion_errors_from_the_api(dataset: Written, tmp_pat
     bad = copy_of(dataset, tmp_path)
     bad.video_file(0).write_bytes(b"not an mp4 at all")
     with pytest.raises(ConversionError, match="cannot decode"):
-        list(lerobot.read_episodes(bad.root, ConvertOptions()))
+        list(LeRobotSource(bad.root, ConvertOptions()).episodes())

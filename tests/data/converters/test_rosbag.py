@@ -22,7 +22,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 from visual_lps.data.converters.common import ConversionError, ConvertOptions
-from visual_lps.data.converters.rosbag import count_episodes, find_bags, read_episodes, source_facts
+from visual_lps.data.converters.rosbag import RosbagSource, find_bags
 from visual_lps.data.robot_hdf5 import validate_hdf5
 
 REPO = Path(__file__).resolve().parents[3]
@@ -175,6 +175,10 @@ def expected_picks(seconds: float, rate: float = 10.0) -> dict[str, list[int]]:
     return {topic: [max(k for k, s in enumerate(t) if s <= g) for g in grid] for topic, t in times.items()}
 
 
+def read_episodes(src: Path, opts: ConvertOptions) -> list:
+    return list(RosbagSource(src, opts).episodes())
+
+
 def options(**kw) -> ConvertOptions:
     return ConvertOptions(**({"rate": 10.0, "image_topics": {"front": "/cam"}, "state_topics":
                               {"joints": "/joint_states"}, "action_topic": "/cmd"} | kw))
@@ -266,7 +270,7 @@ def test_zero_order_hold_picks_the_latest_message_at_or_before_each_step(dataset
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_single_bag_is_one_episode_with_the_default_success(kind: str, tmp_path: Path):
     src = write_episode(tmp_path / ("ep.bag" if kind == "ros1" else "ep"), kind, 1.0)
-    assert find_bags(src) == [(src, None)] and count_episodes(src, options()) == 1
+    assert find_bags(src) == [(src, None)] and len(RosbagSource(src, options())) == 1
     (episode,) = read_episodes(src, options(default_success=False))
     assert not episode.success and len(episode.actions) == len(expected_picks(1.0)["/cam"]) == 9
 
@@ -363,7 +367,7 @@ def test_vector_message_kinds(kind: str, tmp_path: Path):
 
 
 def test_source_facts(dataset: Path):
-    facts = source_facts(dataset, options(cameras={"front": "wrist"}))
+    facts = RosbagSource(dataset, options(cameras={"front": "wrist"})).facts()
     assert facts == {"control_rate_hz": 10.0, "image_topics": {"wrist": "/cam"},
                      "state_topics": {"joints": "/joint_states"}, "action_topic": "/cmd",
                      "timestamps": "bag receive time", "resampling": "zero-order hold"}
@@ -494,7 +498,7 @@ def test_bad_options_are_refused_before_reading(dataset: Path, tmp_path: Path):
     assert "['side'] not found" in cli_error(src, tmp_path / "o3", *TOPIC_ARGS, "--camera", "side")
     assert "--rate" in cli_error(src, tmp_path / "o4", *TOPIC_ARGS[2:], "--rate", "0")
     with pytest.raises(ConversionError, match="no rosbags found"):
-        count_episodes(tmp_path / "o1", options())
+        RosbagSource(tmp_path / "o1", options())
 
 
 def test_vectors_of_changing_size(tmp_path: Path):

@@ -16,7 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from visual_lps.data.converters.common import ConversionError, ConvertOptions, select_cameras
+from visual_lps.data.converters.common import (ConversionError, ConvertOptions, Source, bgr_to_rgb,
+                                               check_increasing, outcome_folders, select_cameras)
 from visual_lps.data.robot_hdf5 import Episode
 
 CONTROL_RATE_HZ = 15.0
@@ -24,26 +25,27 @@ ACTION_KEYS = ("action/cartesian_velocity", "action/gripper_position")
 PROPRIO_KEYS = {"cartesian_position": "observation/robot_state/cartesian_position",
                 "gripper_position": "observation/robot_state/gripper_position"}
 IMAGE_GROUP = "observation/image"
-TIMESTAMP_KEYS = ("observation/timestamp/robot_state/robot_timestamp_seconds",
-                  "observation/timestamp/robot_state/robot_timestamp_nanos")
+TIMESTAMP_GROUP = "observation/timestamp/robot_state"
+TIMESTAMP_KEYS = (f"{TIMESTAMP_GROUP}/robot_timestamp_seconds", f"{TIMESTAMP_GROUP}/robot_timestamp_nanos")
 
 
-def trajectory_files(src: Path) -> list[tuple[Path, bool]]:
-    """(file, success) for every trajectory under success/ and failure/, in name order."""
-    found = [(path, outcome == "success") for outcome in ("success", "failure")
-             for path in sorted((src / outcome).glob("**/*.h5"))]
-    if not found:
-        raise ConversionError(f"{src}: no DROID trajectories (expected success/**/*.h5 and failure/**/*.h5)")
-    return found
+class DroidSource(Source):
+    """A DROID task folder; opening it lists its trajectory files and their outcomes."""
 
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        self.trajectories = outcome_folders(self.src, "**/*.h5")  # (file, success), successes first
 
-def count_episodes(src: Path, options: ConvertOptions) -> int:
-    return len(trajectory_files(src))
+    def __len__(self) -> int:
+        return len(self.trajectories)
 
+    def facts(self) -> dict:
+        return {"control_rate_hz": CONTROL_RATE_HZ, "robot": "Franka Panda (DROID)",
+                "action_space": "cartesian velocity (6) + gripper position (1)"}
 
-def source_facts(src: Path, options: ConvertOptions) -> dict:
-    return {"control_rate_hz": CONTROL_RATE_HZ, "robot": "Franka Panda (DROID)",
-            "action_space": "cartesian velocity (6) + gripper position (1)"}
+    def episodes(self) -> Iterator[Episode]:
+        for path, success in self.trajectories:
+            yield _read_trajectory(path, success, self.options)
 
 
 def _array(file: h5py.File, key: str, path: Path) -> np.ndarray:
@@ -55,7 +57,7 @@ def _array(file: h5py.File, key: str, path: Path) -> np.ndarray:
         raise ConversionError(f"{path}: cannot read '{key}' ({e})") from None
 
 
-def read_trajectory(path: Path, success: bool, options: ConvertOptions) -> Episode:
+def _read_trajectory(path: Path, success: bool, options: ConvertOptions) -> Episode:
     try:
         file = h5py.File(path, "r")
     except OSError as e:
@@ -80,21 +82,13 @@ def read_trajectory(path: Path, success: bool, options: ConvertOptions) -> Episo
             if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
                 raise ConversionError(f"{path}: '{IMAGE_GROUP}/{name}' must be (T, H, W, 4) BGRA uint8, "
                                       f"got {frames.shape} {frames.dtype}")
-            images[name] = np.ascontiguousarray(frames[..., 2::-1])  # BGR(A) -> RGB
+            images[name] = bgr_to_rgb(frames)
         if all(key in file for key in TIMESTAMP_KEYS):
             seconds, nanos = (_array(file, key, path).astype(np.float64) for key in TIMESTAMP_KEYS)
-            times = seconds + 1e-9 * nanos
-            if len(times) > 1 and not (np.diff(times) > 0).all():
-                step = int(np.flatnonzero(np.diff(times) <= 0)[0]) + 1
-                raise ConversionError(f"{path}: robot timestamps are not increasing (step {step})")
+            check_increasing(seconds + 1e-9 * nanos, f"{path}: '{TIMESTAMP_GROUP}'")
     images = select_cameras(images, options, str(path))
     try:
         return Episode(images=images, proprio=proprio, actions=actions.astype(np.float32), success=success,
                        source=str(path))
     except ValueError as e:
         raise ConversionError(str(e)) from None
-
-
-def read_episodes(src: Path, options: ConvertOptions) -> Iterator[Episode]:
-    for path, success in trajectory_files(src):
-        yield read_trajectory(path, success, options)

@@ -17,26 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
-from visual_lps.data.converters.common import ConversionError, ConvertOptions, select_cameras
+from visual_lps.data.converters.common import (ConversionError, ConvertOptions, Source, check_increasing,
+                                               decode_image, select_cameras)
 from visual_lps.data.robot_hdf5 import Episode
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv", ".json")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def episode_folders(src: Path) -> list[Path]:
-    folders = sorted(p for p in src.iterdir() if p.is_dir())
-    if not folders:
-        raise ConversionError(f"{src}: no episode folders")
-    return folders
+class FolderSource(Source):
+    """A folder of episode folders; opening it lists them."""
 
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        self.folders = sorted(p for p in self.src.iterdir() if p.is_dir())
+        if not self.folders:
+            raise ConversionError(f"{self.src}: no episode folders")
 
-def count_episodes(src: Path, options: ConvertOptions) -> int:
-    return len(episode_folders(src))
+    def __len__(self) -> int:
+        return len(self.folders)
 
+    def facts(self) -> dict:
+        return {}  # plain folders record no rate or robot
 
-def source_facts(src: Path, options: ConvertOptions) -> dict:
-    return {}
+    def episodes(self) -> Iterator[Episode]:
+        for folder in self.folders:
+            yield _read_folder(folder, self.options)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -64,16 +70,10 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_frames(camera: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     files = sorted(p for p in camera.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
     frames = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError) as e:
-            raise ConversionError(f"{file}: unreadable image ({e})") from None
+        frames.append(decode_image(file, str(file)))
         if frames[-1].shape != frames[0].shape:
             raise ConversionError(f"{file}: size {frames[-1].shape[:2]} differs from {files[0].name}'s "
                                   f"{frames[0].shape[:2]}")
@@ -82,7 +82,7 @@ def _read_frames(camera: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def read_folder(folder: Path, options: ConvertOptions) -> Episode:
+def _read_folder(folder: Path, options: ConvertOptions) -> Episode:
     actions_file = _find(folder, "actions")
     if actions_file is None:
         raise ConversionError(f"{folder}: missing actions ({' or '.join('actions' + s for s in ARRAY_SUFFIXES)})")
@@ -99,10 +99,7 @@ def read_folder(folder: Path, options: ConvertOptions) -> Episode:
     if (rewards_file := _find(folder, "rewards")) is not None:
         rewards = next(iter(read_arrays(rewards_file).values())).reshape(-1).astype(np.float32)
     if (times_file := _find(folder, "timestamps")) is not None:
-        times = next(iter(read_arrays(times_file).values())).reshape(-1)
-        if len(times) > 1 and not (np.diff(times) > 0).all():
-            step = int(np.flatnonzero(np.diff(times) <= 0)[0]) + 1
-            raise ConversionError(f"{times_file}: timestamps are not increasing (step {step})")
+        check_increasing(next(iter(read_arrays(times_file).values())).reshape(-1), str(times_file))
     success = options.default_success
     if (meta := folder / "meta.json").exists():
         try:
@@ -116,8 +113,3 @@ def read_folder(folder: Path, options: ConvertOptions) -> Episode:
                        rewards=rewards)
     except ValueError as e:
         raise ConversionError(str(e)) from None
-
-
-def read_episodes(src: Path, options: ConvertOptions) -> Iterator[Episode]:
-    for folder in episode_folders(src):
-        yield read_folder(folder, options)

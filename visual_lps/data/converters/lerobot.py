@@ -31,7 +31,6 @@ Two keys with the same last component keep their full key, dots replaced by unde
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from visual_lps.data.converters.common import ConversionError, ConvertOptions, resize_frames, select_cameras
+from visual_lps.data.converters.common import (ConversionError, ConvertOptions, FrameBatcher, Source,
+                                               check_increasing, decode_image, select_cameras)
 from visual_lps.data.robot_hdf5 import Episode
 
 V2_VERSIONS = ("v2.0", "v2.1")
@@ -54,8 +54,6 @@ FRAME_TOLERANCE = 0.4
 """largest distance between a row's timestamp and its video frame, in frame periods"""
 OPTIONAL_COLUMNS = ("next.reward", "next.success", "episode_index")
 """frame columns that may be absent (episode_index only in a v2.x one-episode file)"""
-RESIZE_BATCH = 64
-"""frames decoded before resizing them, when resizing (bounds the memory a long episode takes)"""
 
 
 @dataclass
@@ -74,54 +72,101 @@ class _EpisodeRef:
     videos: dict[str, _Video] = field(default_factory=dict)
 
 
-@dataclass
-class _Dataset:
-    root: Path
-    info: dict
-    version: str
-    fps: float
-    cameras: dict[str, str]
-    """feature key -> output camera name, of the cameras to convert"""
-    proprio: dict[str, str]
-    """feature key -> output proprioception key"""
-    episodes: list[_EpisodeRef]
+class LeRobotSource(Source):
+    """A LeRobot dataset; opening it reads `meta/info.json` and the episode list, and chooses the cameras."""
 
-    def dtype(self, key: str) -> str:
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        self.info = _read_info(self.src)
+        self.version: str = self.info["codebase_version"]
+        self.fps = float(self.info["fps"])
+        features = self.info["features"]
+        camera_keys = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
+        proprio_keys = [k for k, v in features.items() if k.startswith("observation.") and k not in camera_keys
+                        and v.get("dtype") in FLOAT_DTYPES]
+        self.cameras = _choose_cameras(camera_keys, options, self.src / "meta" / "info.json")  # key -> output name
+        self.proprio = _short_names(proprio_keys, special={"observation.state": "state"})  # key -> output name
+        video_keys = [k for k in self.cameras if self._dtype(k) == "video"]
+        if self.version in V2_VERSIONS:
+            self.refs = _episodes_v2(self.src, self.info, video_keys)
+        else:
+            self.refs = _episodes_v3(self.src, self.info, video_keys)
+        if not self.refs:
+            raise ConversionError(f"{self.src}: the dataset lists no episodes")
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def facts(self) -> dict:
+        features = self.info["features"]
+        facts = {
+            "control_rate_hz": self.fps,
+            "lerobot_version": self.version,
+            "robot_type": self.info.get("robot_type"),
+            "features": list(features),
+            "camera_sources": dict(self.cameras),
+            "proprio_sources": dict(self.proprio),
+        }
+        names = features.get("action", {}).get("names")
+        if names is not None:
+            facts["action_names"] = names
+        return facts
+
+    def episodes(self) -> Iterator[Episode]:
+        cache = _TableCache()
+        for ref in self.refs:
+            yield self._read_episode(ref, cache)
+
+    def _dtype(self, key: str) -> str:
         return self.info["features"][key].get("dtype", "")
 
+    def _read_episode(self, ref: _EpisodeRef, cache: _TableCache) -> Episode:
+        options = self.options
+        path = ref.data_path
+        where = f"{path} (episode {ref.index})"
+        image_keys = [k for k in self.cameras if self._dtype(k) == "image"]
+        columns = ["action", "timestamp", "episode_index", *self.proprio, *image_keys, "next.reward", "next.success"]
+        table = cache.episode_rows(path, columns, ref.index, multi_episode=self.version in V3_VERSIONS)
+        n = table.num_rows
+        if n == 0:
+            raise ConversionError(f"{where}: empty episode (no rows)")
+        if ref.length is not None and ref.length != n:
+            raise ConversionError(f"{where}: {n} rows but the episode metadata gives length {ref.length}")
+        timestamps = _numbers(table, "timestamp", path)[:, 0]
+        check_increasing(timestamps, where, unit="row")
+        timestamps = timestamps.astype(np.float64)
+        actions = _numbers(table, "action", path).astype(np.float32)
+        proprio = {name: _numbers(table, key, path).astype(np.float32) for key, name in self.proprio.items()}
+        rewards = None
+        if "next.reward" in table.column_names:
+            rewards = _numbers(table, "next.reward", path)
+            if rewards.shape[1] != 1:
+                raise ConversionError(f"{path}: 'next.reward' must hold one value per row, got {rewards.shape[1]}")
+            rewards = rewards[:, 0].astype(np.float32)
+        success = options.default_success
+        if "next.success" in table.column_names:
+            success = bool(_numbers(table, "next.success", path).any())
 
-def count_episodes(src: Path, options: ConvertOptions) -> int:
-    return len(_open(Path(src), options).episodes)
-
-
-def source_facts(src: Path, options: ConvertOptions) -> dict:
-    ds = _open(Path(src), options)
-    features = ds.info["features"]
-    facts = {
-        "control_rate_hz": ds.fps,
-        "lerobot_version": ds.version,
-        "robot_type": ds.info.get("robot_type"),
-        "features": list(features),
-        "camera_sources": dict(ds.cameras),
-        "proprio_sources": dict(ds.proprio),
-    }
-    names = features.get("action", {}).get("names")
-    if names is not None:
-        facts["action_names"] = names
-    return facts
-
-
-def read_episodes(src: Path, options: ConvertOptions) -> Iterator[Episode]:
-    ds = _open(Path(src), options)
-    cache = _TableCache()
-    for ref in ds.episodes:
-        yield _read_episode(ds, ref, options, cache)
+        images: dict[str, np.ndarray] = {}
+        for key, name in self.cameras.items():
+            if self._dtype(key) == "video":
+                images[name] = _video_frames(ref.videos[key], timestamps, self.fps, ref.index, options.resize)
+            else:
+                images[name] = _parquet_images(table, key, path, self.src, options.resize)
+        source = " + ".join([str(path)] + [str(v.path) for v in ref.videos.values()]) + f" (episode {ref.index})"
+        images = select_cameras(images, dataclasses.replace(options, cameras=None), source)
+        try:
+            return Episode(images=images, proprio=proprio, actions=actions, success=success, source=source,
+                           rewards=rewards)
+        except ValueError as e:
+            raise ConversionError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------- metadata
 
 
-def _open(root: Path, options: ConvertOptions) -> _Dataset:
+def _read_info(root: Path) -> dict:
+    """`meta/info.json`, checked for what the converter relies on: a supported version, features, action, fps."""
     info_path = root / "meta" / "info.json"
     if not info_path.is_file():
         raise ConversionError(f"{info_path}: missing; {root} is not a LeRobot dataset (expected meta/info.json)")
@@ -141,26 +186,11 @@ def _open(root: Path, options: ConvertOptions) -> _Dataset:
     if "action" not in features:
         raise ConversionError(f"{info_path}: no 'action' feature; available: {sorted(features)}")
     try:
-        fps = float(info["fps"])
-        if fps <= 0:
+        if float(info["fps"]) <= 0:
             raise ValueError
     except (KeyError, TypeError, ValueError):
         raise ConversionError(f"{info_path}: 'fps' missing or not a positive number ({info.get('fps')!r})") from None
-
-    camera_keys = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
-    cameras = _choose_cameras(camera_keys, options, info_path)
-    proprio_keys = [k for k, v in features.items() if k.startswith("observation.") and k not in camera_keys
-                    and v.get("dtype") in FLOAT_DTYPES]
-    proprio = _short_names(proprio_keys, special={"observation.state": "state"})
-    ds = _Dataset(root, info, version, fps, cameras, proprio, [])
-    video_keys = [k for k in cameras if ds.dtype(k) == "video"]
-    if version in V2_VERSIONS:
-        ds.episodes = _episodes_v2(root, info, video_keys)
-    else:
-        ds.episodes = _episodes_v3(root, info, video_keys)
-    if not ds.episodes:
-        raise ConversionError(f"{root}: the dataset lists no episodes")
-    return ds
+    return info
 
 
 def _short_names(keys: list[str], special: dict[str, str] | None = None) -> dict[str, str]:
@@ -380,75 +410,6 @@ def _numbers(table, column: str, path: Path) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False).reshape(n, 1)
 
 
-def _read_episode(ds: _Dataset, ref: _EpisodeRef, options: ConvertOptions, cache: _TableCache) -> Episode:
-    path = ref.data_path
-    where = f"{path} (episode {ref.index})"
-    image_keys = [k for k in ds.cameras if ds.dtype(k) == "image"]
-    columns = ["action", "timestamp", "episode_index", *ds.proprio, *image_keys, "next.reward", "next.success"]
-    table = cache.episode_rows(path, columns, ref.index, multi_episode=ds.version in V3_VERSIONS)
-    n = table.num_rows
-    if n == 0:
-        raise ConversionError(f"{where}: empty episode (no rows)")
-    if ref.length is not None and ref.length != n:
-        raise ConversionError(f"{where}: {n} rows but the episode metadata gives length {ref.length}")
-    timestamps = _numbers(table, "timestamp", path)[:, 0].astype(np.float64)
-    steps = np.diff(timestamps)
-    if (steps <= 0).any():
-        row = int(np.flatnonzero(steps <= 0)[0]) + 1
-        raise ConversionError(f"{where}: timestamps are not increasing (row {row}: {timestamps[row - 1]:.6g} then "
-                              f"{timestamps[row]:.6g})")
-    actions = _numbers(table, "action", path).astype(np.float32)
-    proprio = {name: _numbers(table, key, path).astype(np.float32) for key, name in ds.proprio.items()}
-    rewards = None
-    if "next.reward" in table.column_names:
-        rewards = _numbers(table, "next.reward", path)
-        if rewards.shape[1] != 1:
-            raise ConversionError(f"{path}: 'next.reward' must hold one value per row, got {rewards.shape[1]}")
-        rewards = rewards[:, 0].astype(np.float32)
-    success = options.default_success
-    if "next.success" in table.column_names:
-        success = bool(_numbers(table, "next.success", path).any())
-
-    resize = options.resize
-    images: dict[str, np.ndarray] = {}
-    for key, name in ds.cameras.items():
-        if ds.dtype(key) == "video":
-            images[name] = _video_frames(ref.videos[key], timestamps, ds.fps, ref.index, resize)
-        else:
-            images[name] = _parquet_images(table, key, path, ds.root, resize)
-    source = " + ".join([str(path)] + [str(v.path) for v in ref.videos.values()]) + f" (episode {ref.index})"
-    images = select_cameras(images, dataclasses.replace(options, cameras=None), source)
-    try:
-        return Episode(images=images, proprio=proprio, actions=actions, success=success, source=source,
-                       rewards=rewards)
-    except ValueError as e:
-        raise ConversionError(str(e)) from None
-
-
-class _Frames:
-    """Frames gathered one at a time, resized by batches when asked."""
-
-    def __init__(self, resize: tuple[int, int] | None) -> None:
-        self.resize = resize
-        self.done: list[np.ndarray] = []
-        self.pending: list[np.ndarray] = []
-
-    def add(self, frame: np.ndarray) -> None:
-        self.pending.append(frame)
-        if self.resize is not None and len(self.pending) >= RESIZE_BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.pending:
-            batch = np.stack(self.pending)
-            self.done.append(resize_frames(batch, self.resize) if self.resize is not None else batch)
-            self.pending = []
-
-    def array(self) -> np.ndarray:
-        self._flush()
-        return np.concatenate(self.done) if len(self.done) > 1 else self.done[0]
-
-
 def _video_frames(video: _Video, timestamps: np.ndarray, fps: float, episode: int,
                   resize: tuple[int, int] | None) -> np.ndarray:
     """The frames of `video` nearest to `from_timestamp + timestamps`, as (N, H, W, 3) uint8 RGB."""
@@ -460,7 +421,7 @@ def _video_frames(video: _Video, timestamps: np.ndarray, fps: float, episode: in
     tolerance = FRAME_TOLERANCE / fps
     low = video.from_timestamp - tolerance
     high = None if video.to_timestamp is None else video.to_timestamp - tolerance
-    frames = _Frames(resize)
+    frames = FrameBatcher(resize)
     times: list[float] = []
     try:
         with av.open(str(path)) as container:
@@ -511,22 +472,13 @@ def _video_frames(video: _Video, timestamps: np.ndarray, fps: float, episode: in
 
 def _parquet_images(table, key: str, path: Path, root: Path, resize: tuple[int, int] | None) -> np.ndarray:
     """Images stored in the parquet ({'bytes': PNG/JPEG, 'path': ...} structs) as (N, H, W, 3) uint8 RGB."""
-    from PIL import Image, UnidentifiedImageError
-
-    frames = _Frames(resize)
+    frames = FrameBatcher(resize)
     for row, value in enumerate(table.column(key).to_pylist()):
         data = value.get("bytes") if isinstance(value, dict) else value if isinstance(value, bytes) else None
         file = value.get("path") if isinstance(value, dict) else None
-        try:
-            if data is None and file:
-                image_path = Path(file) if Path(file).is_absolute() else root / file
-                data = image_path.read_bytes()
-            if data is None:
-                raise ConversionError(f"{path}: column '{key}' row {row}: no image bytes or path")
-            with Image.open(io.BytesIO(data)) as image:
-                frames.add(np.asarray(image.convert("RGB")))
-        except ConversionError:
-            raise
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise ConversionError(f"{path}: column '{key}' row {row}: cannot decode the image ({e})") from None
+        if data is None and file:
+            data = Path(file) if Path(file).is_absolute() else root / file
+        if data is None:
+            raise ConversionError(f"{path}: column '{key}' row {row}: no image bytes or path")
+        frames.add(decode_image(data, f"{path}: column '{key}' row {row}"))
     return frames.array()

@@ -30,8 +30,8 @@ earliest last message; at each grid time every topic takes its most recent messa
 (zero-order hold). Row t holds the observation at grid time t and the action in force then.
 
 Memory: a bag is read twice. The first pass reads the low-dimensional topics and only the timestamps of the
-image topics; the second decodes only the image messages the grid picks (each once), into the output array
-at the output size, so a long bag costs about its output, not its recording.
+image topics; the second decodes only the image messages the grid picks (each once), resizing them in batches
+as they come, so a long bag costs about its output, not its recording.
 
 Every problem with a bag (missing, empty or unsupported topic, unsupported image encoding, corrupt or
 truncated file, timestamps going backwards, topics that never overlap) raises `ConversionError` naming the
@@ -40,7 +40,6 @@ bag file.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterator
 from contextlib import suppress
@@ -50,15 +49,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from visual_lps.data.converters.common import ConversionError, ConvertOptions, resize_frames, select_cameras
+from visual_lps.data.converters.common import (OUTCOME_FOLDERS, ConversionError, ConvertOptions, FrameBatcher,
+                                               Source, bgr_to_rgb, check_increasing, decode_image, select_cameras)
 from visual_lps.data.robot_hdf5 import Episode
 from visual_lps.observations import IMAGE_SUFFIX
 
 BAG_FILE_SUFFIXES = (".bag", ".db3", ".mcap")
 """ROS 1 bags, and ROS 2 storage files read without their folder"""
-SPLIT_SUCCESS = {"success": True, "failure": False}
-RESIZE_BATCH = 64
-"""frames resized per call when --resize is given"""
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -66,8 +63,7 @@ IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 RAW_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 """sensor_msgs/Image encodings read, with their channels"""
 PIL_FORMATS = ("JPEG", "PNG")
-PIL_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
-"""Pillow modes that convert to 8-bit RGB without loss of meaning (16-bit and float PNGs are refused)"""
+"""CompressedImage formats read (8-bit only: 16-bit and float PNGs are refused)"""
 
 
 def _xyz(v: Any) -> list[float]:
@@ -96,32 +92,33 @@ VECTOR_TYPES: dict[str, Callable[[Any], Any]] = {
 """message type -> the vector it contributes (a state or an action)"""
 
 
-# ----------------------------------------------------------------------------------------------- contract
+class RosbagSource(Source):
+    """One bag or a folder of bags; opening it checks the topic options and finds the bags (see the module
+    docstring)."""
 
+    def __init__(self, src: Path, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        _check_options(self.src, options)
+        self.bags = find_bags(self.src)
 
-def count_episodes(src: Path, options: ConvertOptions) -> int:
-    _check_options(Path(src), options)
-    return len(find_bags(Path(src)))
+    def __len__(self) -> int:
+        return len(self.bags)
 
+    def facts(self) -> dict:
+        options = self.options
+        return {
+            "control_rate_hz": options.rate,
+            "image_topics": {(options.cameras or {}).get(name, name): options.image_topics[name]
+                             for name in _chosen_cameras(options)},
+            "state_topics": dict(options.state_topics),
+            "action_topic": options.action_topic,
+            "timestamps": "bag receive time",
+            "resampling": "zero-order hold",
+        }
 
-def read_episodes(src: Path, options: ConvertOptions) -> Iterator[Episode]:
-    src = Path(src)
-    _check_options(src, options)
-    for bag, success in find_bags(src):
-        yield read_bag(bag, options, options.default_success if success is None else success)
-
-
-def source_facts(src: Path, options: ConvertOptions) -> dict:
-    _check_options(Path(src), options)
-    return {
-        "control_rate_hz": options.rate,
-        "image_topics": {(options.cameras or {}).get(name, name): options.image_topics[name]
-                         for name in _chosen_cameras(options)},
-        "state_topics": dict(options.state_topics),
-        "action_topic": options.action_topic,
-        "timestamps": "bag receive time",
-        "resampling": "zero-order hold",
-    }
+    def episodes(self) -> Iterator[Episode]:
+        for bag, success in self.bags:
+            yield _read_bag(bag, self.options, self.options.default_success if success is None else success)
 
 
 # ------------------------------------------------------------------------------------------ finding bags
@@ -159,7 +156,7 @@ def find_bags(src: Path) -> list[tuple[Path, bool | None]]:
         raise ConversionError(f"{src}: no rosbags found (.bag files, ROS 2 bag folders holding metadata.yaml, "
                               f".db3 or .mcap files)")
     found.sort(key=lambda path: path.relative_to(src).parts)
-    return [(bag, SPLIT_SUCCESS.get(bag.relative_to(src).parts[0])) for bag in found]
+    return [(bag, OUTCOME_FOLDERS.get(bag.relative_to(src).parts[0])) for bag in found]
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -225,7 +222,7 @@ class _Library:
                               f"{detail})") from exc
 
 
-def read_bag(bag: Path, options: ConvertOptions, success: bool) -> Episode:
+def _read_bag(bag: Path, options: ConvertOptions, success: bool) -> Episode:
     """One bag resampled at options.rate onto one clock (see the module docstring)."""
     from rosbags.highlevel import AnyReader
 
@@ -317,13 +314,9 @@ def _check_times(bag: Path, topic: str, stamps: list[int]) -> np.ndarray:
     if not stamps:
         raise ConversionError(f"{bag}: topic {topic} has no messages")
     values = np.asarray(stamps, np.int64)
-    steps = np.diff(values)
-    if (steps <= 0).any():
-        i = int(np.argmax(steps <= 0))
-        raise ConversionError(
-            f"{bag}: topic {topic}: timestamps are not strictly increasing (message {i + 1} at "
-            f"{values[i + 1] / 1e9:.9f} s, message {i} at {values[i] / 1e9:.9f} s); several publishers on one "
-            f"topic, or a recording with a coarse (simulated) clock?")
+    check_increasing(values, f"{bag}: topic {topic}", unit="message",
+                     hint=" ns; equal times are not strictly increasing either: several publishers on one topic, "
+                          "or a recording with a coarse (simulated) clock?")
     return values
 
 
@@ -365,54 +358,39 @@ def _read_frames(reader: Any, bag: Path, connections: dict[str, list], held: dic
     """topic -> (steps, H, W, 3) uint8: the frames of the picked messages, decoded once each."""
     if not connections:
         return {}
-    rows: dict[str, dict[int, np.ndarray]] = {}  # topic -> stamp -> the grid rows holding that message
+    # topic -> the stamps of the messages the grid holds, and for each grid step the rank of its message among them
+    # (both passes read a topic in time order, as the first pass checked)
+    wanted: dict[str, set[int]] = {}
+    rows: dict[str, np.ndarray] = {}
     for topic, (stamps, picks) in held.items():
-        order = np.argsort(picks, kind="stable")
-        unique, first = np.unique(picks[order], return_index=True)
-        rows[topic] = {int(stamps[u]): group for u, group in zip(unique, np.split(order, first[1:]))}
-    steps = len(next(iter(held.values()))[1])
-    out: dict[str, np.ndarray] = {}
-    source_shape: dict[str, tuple[int, ...]] = {}
-    pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {topic: [] for topic in connections}
-
-    def flush(topic: str) -> None:
-        batch = pending[topic]
-        if batch:
-            resized = resize_frames(np.stack([frame for frame, _ in batch]), resize)
-            for frame, (_, group) in zip(resized, batch):
-                out[topic][group] = frame
-            batch.clear()
-
+        unique, rows[topic] = np.unique(picks, return_inverse=True)
+        wanted[topic] = {int(stamp) for stamp in stamps[unique]}
+    frames = {topic: FrameBatcher(resize) for topic in connections}
+    first_shape: dict[str, tuple[int, ...]] = {}
+    done = {topic: 0 for topic in connections}
     start = min(int(stamps[picks[0]]) for stamps, picks in held.values())
     stop = max(int(stamps[picks[-1]]) for stamps, picks in held.values()) + 1
-    wanted = [c for conns in connections.values() for c in conns]
-    done = {topic: 0 for topic in connections}
     with _Library(bag, "cannot read its image messages"):
-        for connection, stamp, raw in reader.messages(connections=wanted, start=start, stop=stop):
+        for connection, stamp, raw in reader.messages(connections=[c for cs in connections.values() for c in cs],
+                                                      start=start, stop=stop):
             topic = connection.topic
-            group = rows[topic].get(stamp)
-            if group is None:
+            if stamp not in wanted[topic]:
                 continue
-            msg = _deserialize(reader, bag, topic, raw, connection.msgtype)
-            frame = _decode_image(bag, topic, types[topic], msg)
-            if topic not in out:
-                source_shape[topic] = frame.shape
-                out[topic] = np.empty((steps, *(resize or frame.shape[:2]), 3), np.uint8)
-            elif frame.shape != source_shape[topic]:
-                raise ConversionError(f"{bag}: topic {topic}: frames change size, {source_shape[topic][:2]} "
+            frame = _decode_image(bag, topic, types[topic], _deserialize(reader, bag, topic, raw, connection.msgtype))
+            if first_shape.setdefault(topic, frame.shape) != frame.shape:
+                raise ConversionError(f"{bag}: topic {topic}: frames change size, {first_shape[topic][:2]} "
                                       f"then {frame.shape[:2]} at {stamp / 1e9:.9f} s")
+            frames[topic].add(frame)
             done[topic] += 1
-            if resize is None or tuple(resize) == frame.shape[:2]:
-                out[topic][group] = frame
-            else:
-                pending[topic].append((frame, group))
-                if len(pending[topic]) >= RESIZE_BATCH:
-                    flush(topic)
     for topic in connections:
-        if done[topic] != len(rows[topic]):
-            raise ConversionError(f"{bag}: topic {topic}: read {done[topic]} of the {len(rows[topic])} image "
+        if done[topic] != len(wanted[topic]):
+            raise ConversionError(f"{bag}: topic {topic}: read {done[topic]} of the {len(wanted[topic])} image "
                                   f"messages picked in the first pass; the bag changed while reading?")
-        flush(topic)
+    out = {}
+    for topic, batch in frames.items():
+        decoded = batch.array()
+        # one message per step (a camera at least as fast as the grid) needs no second, indexed copy
+        out[topic] = decoded if len(decoded) == len(rows[topic]) else decoded[rows[topic]]
     return out
 
 
@@ -434,24 +412,12 @@ def _decode_image(bag: Path, topic: str, msgtype: str, msg: Any) -> np.ndarray:
     if encoding == "mono8":
         return np.repeat(pixels, 3, axis=2)
     if encoding.startswith("bgr"):
-        return pixels[..., 2::-1]
+        return bgr_to_rgb(pixels)
     return pixels[..., :3]
 
 
 def _decode_compressed(bag: Path, topic: str, msg: Any) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
+    where = f"{bag}: topic {topic}: CompressedImage (format field {msg.format!r})"
     if "compresseddepth" in msg.format.lower():
-        raise ConversionError(f"{bag}: topic {topic}: unsupported CompressedImage format {msg.format!r} (depth); "
-                              f"supported: JPEG and PNG colour or grey images")
-    try:
-        with Image.open(io.BytesIO(np.asarray(msg.data, np.uint8).tobytes())) as image:
-            if image.format not in PIL_FORMATS or image.mode not in PIL_MODES:
-                raise ConversionError(f"{bag}: topic {topic}: unsupported CompressedImage ({image.format} "
-                                      f"{image.mode}, format field {msg.format!r}); supported: 8-bit JPEG and PNG")
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        if isinstance(e, ConversionError):
-            raise
-        raise ConversionError(f"{bag}: topic {topic}: cannot decode a CompressedImage (format field "
-                              f"{msg.format!r}): {e}") from e
+        raise ConversionError(f"{where}: unsupported depth image; supported: JPEG and PNG colour or grey images")
+    return decode_image(np.asarray(msg.data, np.uint8).tobytes(), where, formats=PIL_FORMATS)
