@@ -67,8 +67,16 @@ class Policy:
         self.check(observation)
         if isinstance(observation, Mapping):
             observation = {key: observation[key] for key in self.obs_spec}  # only what the policy reads
-        obs = map_obs(lambda array: torch.as_tensor(np.asarray(array), device=self.device).unsqueeze(0), observation)
+        obs = map_obs(lambda array: _to_tensor(array, self.device), observation)
         return self.agent.act(obs)[0].cpu().numpy()
+
+
+def _to_tensor(value, device: torch.device) -> torch.Tensor:
+    """One observation array as a batch of one; read-only buffers (a decoded network message) are copied."""
+    array = np.asarray(value)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, device=device).unsqueeze(0)
 
 
 def _check_array(value, shape: tuple[int, ...], key: str) -> None:
