@@ -1,0 +1,48 @@
+"""Export a trained policy to one file that runs with torch alone (no visual-lps, no timm, no kornia).
+
+    python tools/export_policy.py runs/robot-eggplant-lps-s0 policy.pt2 [--overwrite]
+
+    # anywhere with torch:
+    program = torch.export.load("policy.pt2").module()
+    chunk = program({"front_image": frames_uint8_1xHxWx3, "joints": joints_float_1xD})   # (1, horizon, action_dim)
+
+The file holds the encoder, the policy networks and the normalisers; observations go in as stored (uint8
+camera frames, float proprioception, each with a leading batch of 1), actions come out in the robot's units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="run folder (its newest checkpoint) or checkpoint folder")
+    parser.add_argument("out", type=Path, help="output file (.pt2)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = parser.parse_args(argv)
+    if args.out.suffix != ".pt2":
+        parser.error(f"{args.out}: the output is a torch.export archive, name it .pt2")
+    if args.out.exists() and not args.overwrite:
+        parser.error(f"{args.out} exists; give --overwrite to replace it")
+    if not args.out.parent.is_dir():
+        parser.error(f"{args.out.parent}: no such folder")
+
+    from visual_lps.checkpoint import IncompleteCheckpoint, load_agent
+    from visual_lps.export import export_policy
+
+    try:
+        agent, *_ = load_agent(args.checkpoint, "cpu")
+    except (FileNotFoundError, IncompleteCheckpoint) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    export_policy(agent, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): torch.export.load(path).module()(obs) "
+          f"-> (1, {agent.config.horizon}, {agent.action_dim})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

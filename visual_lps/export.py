@@ -1,0 +1,52 @@
+"""A trained policy as one file that runs with torch alone: `torch.export` of the encoder, the policy networks
+and the normalisers (action bounds, state statistics), batch 1, observations as stored (uint8 frames, float
+proprioception) in, a chunk (1, horizon, action_dim) in the robot's units out.
+
+    program = torch.export.load("policy.pt2").module()
+    chunk = program(observation)            # a tensor, or a dict of tensors, each with a leading batch of 1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visual_lps.observations import ObsSpec, map_obs
+
+
+class ActModule(nn.Module):
+    """What `agent.act` computes, as a module whose forward takes the observation (what torch.export traces)."""
+
+    def __init__(self, agent: nn.Module):
+        super().__init__()
+        self.agent = agent
+
+    def forward(self, observations):
+        return self.agent._act(observations)
+
+
+def example_observation(spec: ObsSpec, device: torch.device | str = "cpu"):
+    """Zeros of the policy's spec with a batch of 1 (uint8 for camera frames, float32 otherwise)."""
+    def zeros(shape: tuple[int, ...]) -> torch.Tensor:
+        dtype = torch.uint8 if len(shape) >= 3 else torch.float32
+        return torch.zeros((1, *shape), dtype=dtype, device=device)
+
+    return map_obs(zeros, spec)
+
+
+def export_policy(agent: nn.Module, path: str | Path) -> Path:
+    """Export `agent` (in eval mode, on the CPU) to `path`, written to a temporary file and renamed."""
+    path = Path(path)
+    module = ActModule(agent.eval()).to("cpu")
+    example = example_observation(agent.obs_spec)
+    with torch.no_grad():
+        program = torch.export.export(module, (example,))
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.export.save(program, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
