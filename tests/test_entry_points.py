@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import REPO
 
-ENTRY_POINTS = sorted([REPO / "train.py", *(REPO / "tools").glob("*.py"), *(REPO / "bench").glob("*.py")])
+ENTRY_POINTS = sorted([REPO / "train.py", *(REPO / "tools").glob("*.py"), *(REPO / "bench").glob("*.py"),
+                       *(REPO / "examples").glob("*.py")])
 
 
 @pytest.mark.parametrize("script", ENTRY_POINTS, ids=lambda p: str(p.relative_to(REPO)))

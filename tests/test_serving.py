@@ -100,3 +100,16 @@ def test_bad_flags_are_named(tmp_path: Path):
     assert "a port is in [0, 65535]" in fails("--checkpoint", str(tmp_path), "--port", "70000")
     assert "invalid port value: 'http'" in fails("--checkpoint", str(tmp_path), "--port", "http")
     assert "error: --checkpoint" in fails("--checkpoint", str(tmp_path / "missing"))
+
+
+def test_the_robot_loop_example_runs_at_its_rate_locally_and_through_the_server(server, robot_run: Path):  # noqa: F811
+    _, port = server
+    for source in (["--checkpoint", str(robot_run)], ["--server", f"ws://127.0.0.1:{port}"]):
+        result = subprocess.run([sys.executable, "examples/robot_loop.py", *source, "--rate", "30", "--steps", "12",
+                                 "--execution", "replan", "--replan-every", "3"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "12 steps at 30 Hz (replan)" in result.stdout
+    both = subprocess.run([sys.executable, "examples/robot_loop.py", "--checkpoint", str(robot_run), "--server",
+                           "ws://127.0.0.1:1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert both.returncode == 2 and "one of them" in both.stderr
