@@ -11,45 +11,58 @@ from visual_lps.data.robot_hdf5 import validate_hdf5
 
 
 def write_episode(folder: Path, steps: int, seed: int = 0, actions_format: str = "npy", success: bool | None = None,
-                  cameras: tuple[str, ...] = ("front", "wrist"), frame_format: str = "png") -> np.ndarray:
+                  cameras: tuple[str, ...] = ("front", "wrist"), frame_format: str = "png") -> dict[str, np.ndarray]:
+    """An episode folder; returns what it holds: `actions`, `joints`, `gripper`, `rewards` and `<camera>_image`
+    (the frames as read back from their files, JPEG loss included). Every frame is of one colour, red = frame
+    index and green = camera, so that a reordered frame or a swapped camera changes it."""
     rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (steps, 3)).astype(np.float32)
-    for camera in cameras:
+    arrays = {"actions": rng.uniform(-1, 1, (steps, 3)).astype(np.float32), "joints": rng.normal(size=(steps, 7)),
+              "gripper": rng.uniform(size=steps), "rewards": rng.uniform(-1, 0, steps)}
+    for c, camera in enumerate(cameras):
         (folder / camera).mkdir(parents=True)
+        frames = []
         for t in range(steps):
-            frame = np.full((10, 14, 3), (t * 10) % 256, np.uint8)
-            Image.fromarray(frame).save(folder / camera / f"{t:06d}.{frame_format}")
+            file = folder / camera / f"{t:06d}.{frame_format}"
+            Image.fromarray(np.full((10, 14, 3), (10 * t + 5, 40 + 80 * c, 128), np.uint8)).save(file)
+            with Image.open(file) as image:
+                frames.append(np.asarray(image))
+        arrays[f"{camera}_image"] = np.stack(frames)
     if actions_format == "npy":
-        np.save(folder / "actions.npy", actions)
+        np.save(folder / "actions.npy", arrays["actions"])
     elif actions_format == "csv":
-        np.savetxt(folder / "actions.csv", actions, delimiter=",")
+        np.savetxt(folder / "actions.csv", arrays["actions"], delimiter=",")
     elif actions_format == "json":
-        (folder / "actions.json").write_text(json.dumps(actions.tolist()))
-    np.savez(folder / "state.npz", joints=rng.normal(size=(steps, 7)), gripper=rng.uniform(size=steps))
-    np.save(folder / "rewards.npy", -np.ones(steps))
+        (folder / "actions.json").write_text(json.dumps(arrays["actions"].tolist()))
+    np.savez(folder / "state.npz", joints=arrays["joints"], gripper=arrays["gripper"])
+    np.save(folder / "rewards.npy", arrays["rewards"])
     np.save(folder / "timestamps.npy", np.arange(steps) / 10)
     if success is not None:
         (folder / "meta.json").write_text(json.dumps({"success": success}))
-    return actions
+    return arrays
 
 
 def test_folders_of_frames_and_arrays_convert(tmp_path: Path):
-    src = tmp_path / "episodes"
-    a0 = write_episode(src / "ep0", 8, 0, "npy", success=True)
-    a1 = write_episode(src / "ep1", 6, 1, "csv", success=False, frame_format="jpg")
-    write_episode(src / "ep2", 7, 2, "json")
+    src, cameras = tmp_path / "episodes", ("front", "side", "wrist")
+    sources = [write_episode(src / "ep0", 8, 0, "npy", success=True, cameras=cameras),
+               write_episode(src / "ep1", 6, 1, "csv", success=False, cameras=cameras, frame_format="jpg"),
+               write_episode(src / "ep2", 7, 2, "json", cameras=cameras)]
     out = tmp_path / "folder.hdf5"
-    result = convert("--format", "folder", src, out, "--camera", "front", "--rewards", "source", "--compression", "lzf")
+    result = convert("--format", "folder", src, out, "--camera", "wrist=hand", "--camera", "front", "--rewards",
+                     "source", "--compression", "lzf")
     assert result.returncode == 0, result.stderr
     summary = validate_hdf5(out)
-    assert summary.cameras == {"front": (10, 14, 3)} and summary.proprio == {"gripper": 1, "joints": 7}
+    assert summary.cameras == {"hand": (10, 14, 3), "front": (10, 14, 3)}
+    assert summary.proprio == {"gripper": 1, "joints": 7}
     assert summary.frames == 21 and summary.success_rate == pytest.approx(2 / 3)
     with h5py.File(out) as f:
-        np.testing.assert_array_equal(f["data/demo_0/actions"][()], a0)
-        np.testing.assert_allclose(f["data/demo_1/actions"][()], a1, rtol=1e-6)
-        assert f["data/demo_0/obs/front_image"][5, 0, 0].tolist() == [50, 50, 50]
-        assert np.abs(f["data/demo_1/obs/front_image"][3].astype(int) - 30).max() <= 2  # JPEG
-        assert f["data/demo_0/rewards"][()].tolist() == [-1.0] * 8
+        for i, source in enumerate(sources):  # npy, csv and json actions; png and jpg frames
+            demo = f[f"data/demo_{i}"]
+            np.testing.assert_array_equal(demo["actions"][()], source["actions"])
+            np.testing.assert_array_equal(demo["obs/joints"][()], source["joints"].astype(np.float32))
+            np.testing.assert_array_equal(demo["obs/gripper"][()], source["gripper"].astype(np.float32)[:, None])
+            np.testing.assert_array_equal(demo["rewards"][()], source["rewards"].astype(np.float32))
+            np.testing.assert_array_equal(demo["obs/front_image"][()], source["front_image"])
+            np.testing.assert_array_equal(demo["obs/hand_image"][()], source["wrist_image"])
 
 
 def bad(folder: Path, case: str) -> tuple[str, str]:
