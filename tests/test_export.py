@@ -63,3 +63,15 @@ print([m for m in ("visual_lps", "timm", "kornia") if m in sys.modules])
     wrong = subprocess.run([sys.executable, "tools/export_policy.py", str(robot_run), str(tmp_path / "p.onnx")],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "name it .pt2" in wrong.stderr
+
+
+def test_a_compiled_export_runs_the_same_chunks(tmp_path: Path):
+    """AOTInductor (a C++ compile: the one slow export test)."""
+    torch.manual_seed(0)
+    config_cls, agent_cls = AGENTS["lps"]
+    agent = agent_cls(config_cls(horizon=3, prior_hidden_dims=(32,), critic_hidden_dims=(32,),
+                                 actor_hidden_dims=(32,)), (6,), action_dim=2)
+    package = torch._inductor.aoti_load_package(str(export_policy(agent, tmp_path / "c.pt2", compiled=True)))
+    obs = torch.randn(1, 6)
+    with torch.inference_mode():
+        assert torch.allclose(package(obs), agent.act(obs), atol=1e-5)
