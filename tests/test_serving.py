@@ -113,3 +113,7 @@ def test_the_robot_loop_example_runs_at_its_rate_locally_and_through_the_server(
     both = subprocess.run([sys.executable, "examples/robot_loop.py", "--checkpoint", str(robot_run), "--server",
                            "ws://127.0.0.1:1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert both.returncode == 2 and "one of them" in both.stderr
+    for flags in (["--rate", "0"], ["--steps", "0"], ["--replan-every", "0"]):
+        bad = subprocess.run([sys.executable, "examples/robot_loop.py", "--checkpoint", str(robot_run), *flags],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "--rate must be positive, --steps and --replan-every at least 1" in bad.stderr
