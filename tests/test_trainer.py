@@ -231,7 +231,7 @@ def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_earlier_checkpoi
 
 BASELINE_NETS = {
     "flow-bc": ["--prior-hidden-dims", "32,32"],
-    "qc-fql": ["--critic-hidden-dims", "32,32", "--bc-flow-hidden-dims", "32,32", "--actor-hidden-dims", "32"],
+    "qc-fql": ["--critic-hidden-dims", "32,32", "--bc-flow-hidden-dims", "32,32", "--onestep-hidden-dims", "32"],
     "dsrl": ["--prior-hidden-dims", "32,32", "--critic-hidden-dims", "32,32", "--actor-hidden-dims", "32",
              "--latent-critic-hidden-dims", "32,32"],
 }

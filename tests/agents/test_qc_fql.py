@@ -8,7 +8,7 @@ from tests.agents.routing import image_batch, reaches, state_batch
 from tests.agents.toy import GOOD, distance_to_data, nearest_mode, train_on_toy, two_mode_bandit
 from visual_lps.agents.qc_fql import QCFQLAgent, QCFQLConfig
 
-SMALL = dict(critic_hidden_dims=(32, 32), bc_flow_hidden_dims=(32, 32), actor_hidden_dims=(32,), alpha=3.0)
+SMALL = dict(critic_hidden_dims=(32, 32), bc_flow_hidden_dims=(32, 32), onestep_hidden_dims=(32,), alpha=3.0)
 
 
 def make(obs_spec=(3,), **overrides) -> QCFQLAgent:
@@ -58,7 +58,7 @@ def test_picks_the_paying_mode_inside_the_support_of_the_toy_problem(one_thread)
     data = two_mode_bandit(seed=0)
     torch.manual_seed(0)
     config = QCFQLConfig(horizon=1, critic_hidden_dims=(64, 64), bc_flow_hidden_dims=(64, 64),
-                         actor_hidden_dims=(64, 64), alpha=0.3)  # the toy's Q scale wants a small alpha
+                         onestep_hidden_dims=(64, 64), alpha=0.3)  # the toy's Q scale wants a small alpha
     agent = QCFQLAgent(config, obs_spec=(1,), action_dim=2)
     train_on_toy(agent, data, seed=0, steps=1500)
     torch.manual_seed(1)

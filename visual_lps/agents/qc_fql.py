@@ -30,7 +30,7 @@ class QCFQLConfig(CriticConfig):
 
     bc_flow_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     """hidden widths of the flow-matching BC policy MLP"""
-    actor_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    onestep_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     """hidden widths of the one-step policy MLP"""
     flow_steps: int = 10
     """Euler steps of the BC flow when it is sampled (the distillation target)"""
@@ -50,7 +50,7 @@ class QCFQLConfig(CriticConfig):
     def ranges(self) -> dict[str, tuple[bool, str]]:
         return super().ranges() | {
             "bc_flow_hidden_dims": (all(w >= 1 for w in self.bc_flow_hidden_dims), "widths of at least 1"),
-            "actor_hidden_dims": (all(w >= 1 for w in self.actor_hidden_dims), "widths of at least 1"),
+            "onestep_hidden_dims": (all(w >= 1 for w in self.onestep_hidden_dims), "widths of at least 1"),
             "flow_steps": (self.flow_steps >= 1, "at least 1"),
             "alpha": (self.alpha is None or self.alpha >= 0.0, "at least 0"),
         }
@@ -69,7 +69,7 @@ class QCFQLAgent(ActorCriticAgent):
         if config.alpha is None:
             raise ValueError("qc-fql: alpha is unset (QCFQLConfig.for_task fills the task's value)")
         self.bc_flow = FlowPolicy(self.feature_dim, self.chunk_dim, config.bc_flow_hidden_dims, config.flow_steps)
-        self.actor = MLP(self.feature_dim + self.chunk_dim, config.actor_hidden_dims, self.chunk_dim)
+        self.actor = MLP(self.feature_dim + self.chunk_dim, config.onestep_hidden_dims, self.chunk_dim)
 
     def one_step(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """mu(s, eps), unclipped (the distillation compares it before clipping, as the reference does)."""
