@@ -38,7 +38,9 @@ class RunCurve:
     """percent"""
 
     def at(self, step: int) -> float | None:
-        """Success of the last evaluation at or before `step` (None if the run was not evaluated by then)."""
+        """Success of the last evaluation at or before `step`; None if the run has not been trained that far."""
+        if self.steps[-1] < step:
+            return None
         values = [s for t, s in zip(self.steps, self.success) if t <= step]
         return values[-1] if values else None
 
@@ -91,7 +93,9 @@ def table(runs: list[RunCurve], steps: list[int] | None) -> str:
         steps = [min(run.steps[-1] for run in runs)]
     lines = []
     for step in steps:
-        lines += [f"Success rate (%) at step {step:,}: mean ± standard deviation over seeds (number of seeds).", "",
+        lines += [f"Success rate (%) at step {step:,}: mean ± standard deviation over seeds (number of seeds; "
+                  f"runs not yet evaluated at this step are left out). The paper's LPS numbers are after 1M steps.",
+                  "",
                   "| task | " + " | ".join(agents) + " | paper, LPS |",
                   "| --- | " + " | ".join("---" for _ in agents) + " | --- |"]
         for task, task_id in tasks:

@@ -34,8 +34,9 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_the_others_and_reports(
     report = run(sys.executable, "tools/report.py", str(out), "--steps", "1,2")
     results = (out / "report" / "results.md").read_text()
     assert "at step 1:" in results and "at step 2:" in results and "| task | flow-bc | lps | paper, LPS |" in results
-    row = next(line for line in results.splitlines() if line.startswith("| cube-single task1 |"))
-    assert row.endswith("| 95 |") and row.count("(2)") == 2  # two seeds per agent, the published LPS number
+    first, second = [line for line in results.splitlines() if line.startswith("| cube-single task1 |")]
+    assert first.endswith("| 95 |") and first.count("(2)") == 2  # two seeds per agent, the published LPS number
+    assert second.count("(1)") == 1 and "| - |" in second  # at step 2: flow-bc seed 0 only, no LPS run got there
     curve = out / "report" / "curves_cube-single_task1.png"
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.md" in report.stdout
