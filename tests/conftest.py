@@ -26,3 +26,19 @@ def tiny_visual_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ogbench-visual")
     generate("visual-cube-single-play-v0", out, episodes=2, seed=0, workers=1, max_episode_steps=25, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def robot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LPS run of 2 steps on a small robot HDF5 file (two cameras, 7-D joints, actions in [-2, 3])."""
+    from tests.data.test_robot_hdf5 import make_episode, write
+    from visual_lps.config import parse_args
+    from visual_lps.trainer import train
+
+    root = tmp_path_factory.mktemp("policy")
+    write(root / "robot.hdf5", [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14])], valid_fraction=0.34)
+    train(*parse_args(["--task", "robot", "--dataset", str(root / "robot.hdf5"), "--out", str(root / "run"),
+                       "--encoder", "impala_small", "--prior-hidden-dims", "32", "--critic-hidden-dims", "32",
+                       "--actor-hidden-dims", "32", "--batch-size", "8", "--no-progress", "--steps", "2",
+                       "--eval-episodes", "0", "--save-every", "2", "--log-every", "1", "--data-cache", "none"]))
+    return root / "run"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from tests.test_policy import observation, robot_run  # noqa: F401  (the fixture)
+from tests.test_policy import observation
 from visual_lps.agents import AGENTS
 from visual_lps.export import export_policy
 from visual_lps.policy import Policy
@@ -37,7 +37,7 @@ def test_exported_chunks_equal_the_policys(kind: str, agent_name: str, tmp_path:
     assert np.allclose(exported[0].detach().numpy(), policy(obs), atol=1e-5)
 
 
-def test_the_tool_exports_a_robot_run_that_torch_alone_can_run(robot_run: Path, tmp_path: Path):  # noqa: F811
+def test_the_tool_exports_a_robot_run_that_torch_alone_can_run(robot_run: Path, tmp_path: Path):
     out = tmp_path / "policy.pt2"
     result = subprocess.run([sys.executable, "tools/export_policy.py", str(robot_run), str(out)], cwd=REPO,
                             capture_output=True, text=True, timeout=300)

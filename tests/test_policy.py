@@ -10,22 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from visual_lps.config import parse_args
 from visual_lps.policy import ObservationError, Policy
-from visual_lps.trainer import train
-
-
-@pytest.fixture(scope="module")
-def robot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.data.test_robot_hdf5 import make_episode, write
-
-    root = tmp_path_factory.mktemp("policy")
-    write(root / "robot.hdf5", [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14])], valid_fraction=0.34)
-    train(*parse_args(["--task", "robot", "--dataset", str(root / "robot.hdf5"), "--out", str(root / "run"),
-                       "--encoder", "impala_small", "--prior-hidden-dims", "32", "--critic-hidden-dims", "32",
-                       "--actor-hidden-dims", "32", "--batch-size", "8", "--no-progress", "--steps", "2",
-                       "--eval-episodes", "0", "--save-every", "2", "--log-every", "1", "--data-cache", "none"]))
-    return root / "run"
 
 
 def observation() -> dict[str, np.ndarray]:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.test_policy import observation, robot_run  # noqa: F401  (the fixture)
+from tests.test_policy import observation
 from visual_lps.policy import Policy
 from visual_lps.serving import PolicyClient, pack
 
 
 @pytest.fixture
-def server(robot_run: Path):  # noqa: F811
+def server(robot_run: Path):
     process = subprocess.Popen([sys.executable, "tools/serve_policy.py", "--checkpoint", str(robot_run), "--port",
                                 "0", "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -32,7 +32,7 @@ def server(robot_run: Path):  # noqa: F811
         process.wait()
 
 
-def test_serves_the_policys_chunks_with_metadata_and_survives_bad_requests(server, robot_run: Path):  # noqa: F811
+def test_serves_the_policys_chunks_with_metadata_and_survives_bad_requests(server, robot_run: Path):
     process, port = server
     expected = Policy.load(robot_run, device="cpu")(observation())
     with PolicyClient(port=port) as client:
@@ -72,7 +72,7 @@ def test_serves_the_policys_chunks_with_metadata_and_survives_bad_requests(serve
     assert process.returncode == 143 and "server stopped by SIGTERM" in stdout
 
 
-def test_an_address_off_loopback_needs_a_token_which_clients_must_present(robot_run: Path):  # noqa: F811
+def test_an_address_off_loopback_needs_a_token_which_clients_must_present(robot_run: Path):
     refused = subprocess.run([sys.executable, "tools/serve_policy.py", "--checkpoint", str(robot_run), "--host",
                               "0.0.0.0"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "give --token" in refused.stderr
@@ -102,7 +102,7 @@ def test_bad_flags_are_named(tmp_path: Path):
     assert "error: --checkpoint" in fails("--checkpoint", str(tmp_path / "missing"))
 
 
-def test_the_robot_loop_example_runs_at_its_rate_locally_and_through_the_server(server, robot_run: Path):  # noqa: F811
+def test_the_robot_loop_example_runs_at_its_rate_locally_and_through_the_server(server, robot_run: Path):
     _, port = server
     for source in (["--checkpoint", str(robot_run)], ["--server", f"ws://127.0.0.1:{port}"]):
         result = subprocess.run([sys.executable, "examples/robot_loop.py", *source, "--rate", "30", "--steps", "12",

@@ -81,7 +81,6 @@ def test_visual_task_trains_through_accelerate_and_evaluates_on_camera_frames(ti
 
 
 def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions(tmp_path: Path):
-    import numpy as np
     import torch
 
     from tests.data.converters.test_droid import write_trajectory

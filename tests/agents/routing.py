@@ -21,18 +21,6 @@ def reaches(loss: torch.Tensor, agent: torch.nn.Module, parts: dict[str, torch.n
     return reached
 
 
-def state_batch(agent: torch.nn.Module, batch_size: int = 16, obs_dim: int = 3) -> dict:
-    h, a = agent.config.horizon, agent.action_dim
-    return {
-        "observations": torch.randn(batch_size, obs_dim),
-        "next_observations": torch.randn(batch_size, obs_dim),
-        "actions": torch.rand(batch_size, h, a) * 2 - 1,
-        "rewards": -torch.rand(batch_size, h),
-        "masks": torch.ones(batch_size, h),
-        "random": agent.draw_random_inputs(batch_size, torch.device("cpu")),
-    }
-
-
 def image_batch(agent: torch.nn.Module, batch_size: int = 8) -> dict:
     frames = torch.randint(0, 256, (batch_size, *agent.obs_spec), dtype=torch.uint8)
     h, a = agent.config.horizon, agent.action_dim

@@ -4,7 +4,7 @@ inside the support."""
 import pytest
 import torch
 
-from tests.agents.routing import image_batch, reaches, state_batch
+from tests.agents.routing import image_batch, reaches
 from tests.agents.toy import GOOD, distance_to_data, nearest_mode, train_on_toy, two_mode_bandit
 from visual_lps.agents.qc_fql import QCFQLAgent, QCFQLConfig
 
