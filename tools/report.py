@@ -129,7 +129,7 @@ def plot(runs: list[RunCurve], task: str, task_id: int, path: Path) -> None:
                         alpha=0.2, linewidth=0)
     paper = published(task, task_id)
     if paper is not None:
-        ax.axhline(paper, color="grey", linestyle="--", linewidth=1, label=f"paper, LPS ({paper}%)")
+        ax.axhline(paper, color="grey", linestyle="--", linewidth=1, label=f"paper, LPS ({paper}%, after 1M steps)")
     ax.set(xlabel="training step", ylabel="success rate (%)", title=f"{task} task{task_id}", ylim=(-2, 102))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -144,6 +144,9 @@ def write_atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file would be (mkstemp makes it private)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
