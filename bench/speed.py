@@ -3,8 +3,8 @@
 - update: steps/s of one training update (forward, gradients, Adam, Polyak, metric sums) at batch 256, h = 5,
   data already on the device, for three agents: state (cube-single sizes: 28-D state, 5-D actions), visual
   (3 stacked 64x64 frames, shared impala_small, random shift p = 0.5) and robot (two 128x128 cameras and 8-D
-  proprioception, 7-D actions); eager and compiled (one graph; CUDA graphs on CUDA), fp32 and bf16 autocast,
-  and channels-last for the image agents;
+  proprioception, 7-D actions); eager and compiled (one graph; CUDA graphs on CUDA), fp32, TF32 (CUDA) and bf16
+  autocast, and channels-last for the image agents;
 - train.py: steps/s of real `train.py` runs, loader and loop included (TensorBoard's perf/steps_per_second
   over the last log window, after compilation): cube-single and visual-cube-single on small datasets
   generated with the upstream procedure, and the robot agent on an HDF5 file written with the project's writer;
@@ -43,12 +43,13 @@ KINDS = {
     "robot": (dict(encoder="impala_small", augment_prob=0.5),
               {"exterior_image": (128, 128, 3), "wrist_image": (128, 128, 3), "proprio": (8,)}, 7),
 }
-VARIANTS = {  # name -> (compile, bf16, channels-last)
-    "eager fp32": (False, False, False),
-    "eager bf16": (False, True, False),
-    "compiled fp32": (True, False, False),
-    "compiled bf16": (True, True, False),
-    "compiled bf16 channels-last": (True, True, True),
+VARIANTS = {  # name -> (compile, bf16, channels-last, TF32 matmuls on CUDA)
+    "eager fp32": (False, False, False, False),
+    "eager bf16": (False, True, False, False),
+    "compiled fp32": (True, False, False, False),
+    "compiled tf32": (True, False, False, True),
+    "compiled bf16": (True, True, False, False),
+    "compiled bf16 channels-last": (True, True, True, False),
 }
 
 
@@ -78,8 +79,10 @@ def time_update(
     kind: str, variant: str, device: torch.device, batch_size: int, steps: int, shared_encoder: bool = True
 ) -> tuple[float, float]:
     """(steps/s, seconds of the first call(s): compilation) of the update on fixed batches."""
-    compile, bf16, channels_last = VARIANTS[variant]
+    compile, bf16, channels_last, tf32 = VARIANTS[variant]
     torch._dynamo.reset()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = tf32
     agent = make_agent(kind, device, channels_last, shared_encoder)
     optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=3e-4)
     update = UpdateStep(agent, optimizer, compile=compile, mixed_precision="bf16" if bf16 else None)
@@ -219,8 +222,8 @@ def main() -> None:
     for kind in kinds:
         if "update" in parts:
             for variant in args.variants.split(","):
-                if VARIANTS[variant][2] and kind == "state":
-                    continue
+                if (VARIANTS[variant][2] and kind == "state") or (VARIANTS[variant][3] and not on_cuda):
+                    continue  # no convolutions to lay out; no TF32 off CUDA
                 with row("update", kind, variant):
                     rate, warmup = time_update(kind, variant, device, args.batch_size, steps,
                                                shared_encoder=not args.per_network_encoders)

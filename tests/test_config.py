@@ -31,6 +31,20 @@ def test_yaml_configs_name_real_fields_and_comment_each_one(path: Path):
             assert "#" in line, f"{path.name}: field without a comment: {line.strip()}"
 
 
+def test_a_task_file_gives_each_agent_the_fields_it_has(tmp_path: Path, monkeypatch):
+    _, qc_fql = parse_args(["--task", "cube-single", "--agent", "qc-fql", "--out", str(tmp_path / "a")])
+    assert qc_fql.onestep_hidden_dims == (512, 512, 512, 512)  # the file's actor_hidden_dims are LPS's latent actor's
+    assert qc_fql.critic_hidden_dims == (256, 256, 256, 256) and qc_fql.alpha == 30.0
+    _, flow_bc = parse_args(["--task", "cube-single", "--agent", "flow-bc", "--out", str(tmp_path / "b")])
+    assert not hasattr(flow_bc, "critic_hidden_dims") and flow_bc.prior_hidden_dims == (512, 512, 512, 512)
+    families = tmp_path / "configs"
+    families.mkdir()
+    (families / "cube.yaml").write_text("train: {}\nagent:\n  critic_hiden_dims: [8]\n")
+    monkeypatch.setattr("visual_lps.tasks.CONFIG_DIR", families)
+    with pytest.raises(SystemExit, match=r"cube.yaml: unknown agent field\(s\) \['critic_hiden_dims'\]; no agent has"):
+        parse_args(["--task", "cube-single", "--agent", "flow-bc", "--out", str(tmp_path / "c")])
+
+
 def test_every_task_has_its_family_config():
     assert all(task.config_path.exists() for task in TASKS.values())
 
@@ -138,7 +152,8 @@ def test_resume_refuses_flags_that_change_what_the_run_learns_and_accepts_the_ot
         assert expected in message
     assert "--steps" not in message
     resumed, agent = parse_args(["--resume", "--out", str(run), "--steps", "10", "--keep-last", "2", "--seed", "0",
-                                 "--no-compile", "--eval-every", "5"])
+                                 "--no-compile", "--eval-every", "5", "--no-tf32"])
     assert (resumed.steps, resumed.keep_last, resumed.eval_every, resumed.compile) == (10, 2, 5, False)
+    assert not resumed.tf32
     assert agent.lr == 3e-4
 

@@ -72,6 +72,8 @@ class TrainConfig:
     """torch.compile backend of the compiled update: 'inductor', or 'eager' / 'aot_eager' to debug a compile problem"""
     channels_last: bool = False
     """channels-last convolution weights for image encoders (faster on tensor-core GPUs)"""
+    tf32: bool = True
+    """on CUDA: float32 matmuls and convolutions on TF32 tensor cores (JAX's default on these GPUs); --no-tf32 for full float32"""
     out: str | None = None
     """run folder (config, TensorBoard logs, checkpoints); default runs/<task>-task<id>-<agent>-s<seed>"""
     resume: bool = False
@@ -279,7 +281,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
 RESUMABLE_CHANGES = frozenset({
     "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
     "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
-    "channels_last",
+    "channels_last", "tf32",
 })
 """fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are.
 Everything else (task, data, seed, batch, every agent field) defines what is learned and stays as it was;

@@ -86,6 +86,9 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             f"with use_cpu: true or --cpu does this); on CPUs use: ACCELERATE_USE_CPU=1 accelerate launch "
             f"--multi_gpu --num_processes {launched} train.py ..."
         )
+    if accelerator.device.type == "cuda":
+        torch.set_float32_matmul_precision("high" if train_cfg.tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = train_cfg.tf32
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
     try:
@@ -203,7 +206,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     update = UpdateStep(core, adam, compile=compile_update(train_cfg, accelerator.device),
                         backend=train_cfg.compile_backend, mixed_precision=accelerator.mixed_precision,
                         first_step=progress.step)
-    accelerator.print(f"update: {update.describe()}")
+    tf32 = accelerator.device.type == "cuda" and train_cfg.tf32
+    accelerator.print(f"update: {update.describe()}" + (", TF32 matmuls" if tf32 else ""))
     stop = StopRequest()
     bar = tqdm(
         total=train_cfg.steps, initial=progress.step, desc="training", unit="step",
