@@ -7,6 +7,8 @@ from visual_lps.faults import StopRequest
 
 
 def test_first_signal_requests_a_stop_second_acts_as_before():
+    # Python's own SIGINT handler first, whatever earlier tests of this process left installed.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.getsignal(signal.SIGTERM)
     stop = StopRequest()
     try:
@@ -17,4 +19,5 @@ def test_first_signal_requests_a_stop_second_acts_as_before():
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         stop.restore()
+        signal.signal(signal.SIGINT, outer)
     assert signal.getsignal(signal.SIGTERM) is previous
