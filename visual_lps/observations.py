@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar, Union
 
 import numpy as np
-import torch
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -45,9 +45,10 @@ class Policy:
         agent, *_ = load_agent(run_or_checkpoint, resolve_device(device))
         return cls(agent, device)
 
-    def check(self, observation: Nested[np.ndarray]) -> None:
-        """ObservationError naming the first key (or the array) whose presence, shape or dtype is wrong. Keys the
-        policy does not read are allowed (a robot may send more than the policy needs)."""
+    def check(self, observation: Nested[np.ndarray]) -> Nested[np.ndarray]:
+        """The observation as arrays, only the keys the policy reads; ObservationError naming the first key (or the
+        array) whose presence, shape or dtype is wrong. Keys the policy does not read are allowed (a robot may
+        send more than the policy needs)."""
         spec = self.obs_spec
         if isinstance(spec, Mapping):
             if not isinstance(observation, Mapping):
@@ -55,31 +56,25 @@ class Policy:
             missing = [key for key in spec if key not in observation]
             if missing:
                 raise ObservationError(f"observation key(s) {missing} missing (have {sorted(observation)})")
-            for key, shape in spec.items():
-                _check_array(observation[key], shape, key)
-        else:
-            if isinstance(observation, Mapping):
-                raise ObservationError(f"expected one array of shape {spec}, got a dict with keys {sorted(observation)}")
-            _check_array(observation, spec, "observation")
+            return {key: _checked_array(observation[key], shape, key) for key, shape in spec.items()}
+        if isinstance(observation, Mapping):
+            raise ObservationError(f"expected one array of shape {spec}, got a dict with keys {sorted(observation)}")
+        return _checked_array(observation, spec, "observation")
 
     def __call__(self, observation: Nested[np.ndarray]) -> np.ndarray:
         """One observation (the last `frame_stack` stacked, if the policy stacks) -> chunk (horizon, action_dim)."""
-        self.check(observation)
-        if isinstance(observation, Mapping):
-            observation = {key: observation[key] for key in self.obs_spec}  # only what the policy reads
-        obs = map_obs(lambda array: _to_tensor(array, self.device), observation)
+        obs = map_obs(lambda array: _to_tensor(array, self.device), self.check(observation))
         return self.agent.act(obs)[0].cpu().numpy()
 
 
-def _to_tensor(value, device: torch.device) -> torch.Tensor:
+def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """One observation array as a batch of one; read-only buffers (a decoded network message) are copied."""
-    array = np.asarray(value)
     if not array.flags.writeable:
         array = array.copy()
     return torch.as_tensor(array, device=device).unsqueeze(0)
 
 
-def _check_array(value, shape: tuple[int, ...], key: str) -> None:
+def _checked_array(value, shape: tuple[int, ...], key: str) -> np.ndarray:
     array = np.asarray(value)
     if tuple(array.shape) != tuple(shape):
         raise ObservationError(f"observation {key!r} has shape {tuple(array.shape)}, the policy reads {tuple(shape)}")
@@ -90,3 +85,4 @@ def _check_array(value, shape: tuple[int, ...], key: str) -> None:
         raise ObservationError(f"observation {key!r} is {array.dtype}; expected numbers")
     if not image and np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ObservationError(f"observation {key!r} contains NaN or inf")
+    return array

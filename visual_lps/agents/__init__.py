@@ -4,6 +4,7 @@ from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
 from visual_lps.agents.base import AgentConfig, ChunkedAgent
 from visual_lps.agents.dsrl import DSRLAgent, DSRLConfig
 from visual_lps.agents.flow_bc import FlowBCAgent, FlowBCConfig
+from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteeringConfig
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 from visual_lps.agents.qc_fql import QCFQLAgent, QCFQLConfig
 
@@ -16,5 +17,6 @@ AGENTS = {
 
 __all__ = [
     "AGENTS", "ActorCriticAgent", "AgentConfig", "ChunkedAgent", "CriticConfig", "DSRLAgent", "DSRLConfig",
-    "FlowBCAgent", "FlowBCConfig", "LPSAgent", "LPSConfig", "QCFQLAgent", "QCFQLConfig",
+    "FlowBCAgent", "FlowBCConfig", "LPSAgent", "LPSConfig", "LatentSteeringAgent", "LatentSteeringConfig",
+    "QCFQLAgent", "QCFQLConfig",
 ]

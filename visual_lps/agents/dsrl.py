@@ -15,22 +15,18 @@ from dataclasses import dataclass
 
 import torch
 
-from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
 from visual_lps.agents.base import Batch, Features, frozen_call
-from visual_lps.agents.flow_bc import FlowBCConfig, build_prior
+from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteeringConfig
 from visual_lps.critic import CriticEnsemble
-from visual_lps.latent_actor import LatentActor
 from visual_lps.observations import ObsSpec
 from visual_lps.sphere import sample_sphere
 
 
 @dataclass
-class DSRLConfig(CriticConfig, FlowBCConfig):
-    """DSRL defaults, from its public reference code: the critic's and the prior's fields, the latent actor's and
+class DSRLConfig(LatentSteeringConfig):
+    """DSRL defaults, from its public reference code: the critic's, the prior's and the latent actor's fields, and
     the latent critic's (an ensemble as large as the action critic's)."""
 
-    actor_hidden_dims: tuple[int, ...] = (256, 256)
-    """hidden widths of the latent actor MLP"""
     latent_critic_hidden_dims: tuple[int, ...] = (256, 256, 256, 256)
     """hidden widths of each latent critic Q^W(s, w) MLP"""
     critic_target: str = "mean"
@@ -38,29 +34,20 @@ class DSRLConfig(CriticConfig, FlowBCConfig):
 
     def ranges(self) -> dict[str, tuple[bool, str]]:
         return super().ranges() | {
-            "actor_hidden_dims": (all(w >= 1 for w in self.actor_hidden_dims), "widths of at least 1"),
             "latent_critic_hidden_dims": (all(w >= 1 for w in self.latent_critic_hidden_dims),
                                           "widths of at least 1"),
         }
 
 
-class DSRLAgent(ActorCriticAgent):
+class DSRLAgent(LatentSteeringAgent):
     """MeanFlow prior + action critic + latent critic + latent actor."""
 
-    roles = ("critic", "prior", "actor", "latent_critic")
-    encoder_trained_by = ("critic", "prior")
-    next_roles = ("prior", "actor", "target")
-    noise_modules = ("prior",)
+    roles = LatentSteeringAgent.roles + ("latent_critic",)
 
     def __init__(self, config: DSRLConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
-        self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
-        self.actor = LatentActor(self.feature_dim, self.chunk_dim, config.actor_hidden_dims)
         self.latent_critic = CriticEnsemble(self.feature_dim, self.chunk_dim, config.latent_critic_hidden_dims,
                                             config.critic_ensemble, config.critic_layer_norm)
-
-    def policy(self, features: Features) -> torch.Tensor:
-        return self.prior.sample(features["prior"], self.actor(features["actor"]))
 
     def draw_random_inputs(
         self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
@@ -69,6 +56,11 @@ class DSRLAgent(ActorCriticAgent):
         return super().draw_random_inputs(batch_size, device, generator) | {
             "aliasing": sample_sphere(batch_size, self.chunk_dim, device=device, generator=generator),
         }
+
+    def steering_loss(self, features: Features, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        latent_loss, latent_metrics = self.latent_critic_loss(features, batch["random"]["aliasing"])
+        actor_loss, actor_metrics = self.actor_loss(features)
+        return latent_loss + actor_loss, latent_metrics | actor_metrics
 
     def latent_critic_loss(self, features: Features, w: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(Q^W_i(s, w) - mean_j Q^A_j(s, prior(s, w)))^2: noise aliasing, the target without gradient."""
@@ -85,15 +77,3 @@ class DSRLAgent(ActorCriticAgent):
         q = frozen_call(self.latent_critic, features["latent_critic"].detach(), z).mean(dim=0)
         loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}
-
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        features, next_features = self.encode_transition(batch)
-        random = batch["random"]
-        with torch.no_grad():
-            next_actions = self.policy(next_features)
-        critic_loss, metrics = self.critic_loss(features["critic"], next_features["target"], batch, next_actions)
-        prior_loss, prior_metrics = self.prior.loss(features["prior"], batch["actions"].flatten(1), random["prior"])
-        latent_loss, latent_metrics = self.latent_critic_loss(features, random["aliasing"])
-        actor_loss, actor_metrics = self.actor_loss(features)
-        total = critic_loss + prior_loss + latent_loss + actor_loss
-        return total, metrics | prior_metrics | latent_metrics | actor_metrics

@@ -65,7 +65,6 @@ class FlowBCAgent(ChunkedAgent):
         noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device)
         return self.prior.sample(features["prior"], noise)
 
-
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, _ = self.encode_transition(batch)
         return self.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])
