@@ -39,8 +39,9 @@ def test_accelerate_launch_trains_checkpoints_resumes_and_evaluates(tiny_cube_di
 
     video = tmp_path / "eval.mp4"
     evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(out), "--episodes", "1",
-                     "--video", str(video), "--video-size", "32")
+                     "--video", str(video), "--video-size", "32", "--max-episode-steps", "20")
     assert "step_00000009" in evaluation.stdout and "success rate" in evaluation.stdout
+    assert "(20 frames)" in evaluation.stdout
     assert video.stat().st_size > 0
 
 

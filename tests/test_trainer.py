@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,37 +46,44 @@ COMPILED = ["--compile", "--compile-backend", "eager"]
 """the update traced by dynamo as one graph (fullgraph), run without inductor's minutes of compiling"""
 
 
-@pytest.mark.parametrize("mode", [[], COMPILED], ids=["eager", "compiled"])
-def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path, mode):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run(sys.executable, *visual(tiny_visual_dir, straight), *mode, "--steps", "6", "--save-every", "3")
-    run(sys.executable, *visual(tiny_visual_dir, split), *mode, "--steps", "3", "--save-every", "3")
-    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), *mode, "--steps", "6")
+def interrupted_copy(run_dir: Path, copy: Path, step: int) -> Path:
+    """`run_dir` as a run stopped right after its checkpoint at `step` would have left it: later ones removed.
+    Resuming it must retrace the uninterrupted run's steps bit for bit."""
+    shutil.copytree(run_dir, copy)
+    for checkpoint in (copy / "checkpoints").iterdir():
+        if int(checkpoint.name.removeprefix("step_")) > step:
+            shutil.rmtree(checkpoint)
+    return copy
+
+
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path):
+    """Eager, one process (the CPU default); compiled resume is checked with two processes and per baseline."""
+    straight = tmp_path / "straight"
+    run(sys.executable, *visual(tiny_visual_dir, straight), "--steps", "6", "--save-every", "3")
+    split = interrupted_copy(straight, tmp_path / "split", 3)
+    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), "--steps", "6")
     assert "resumed from" in resumed.stdout and "at step 3" in resumed.stdout
     assert_identical(weights(straight, 6), weights(split, 6))
     assert not torch.equal(weights(split, 3)["critic.net.hidden.0.weight"], weights(split, 6)["critic.net.hidden.0.weight"])
 
 
-@pytest.mark.parametrize("mode", [[], COMPILED], ids=["eager", "compiled"])
-def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path, tmp_path: Path, mode):
+def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path, tmp_path: Path):
     """Two processes with the shared image encoder feeding prior, critic and actor in one backward pass; their
-    gradients averaged by one all-reduce inside the update (inside the graph when compiled)."""
-
-    def args(out: Path) -> list[str]:
-        return [*visual(tiny_visual_dir, out), *mode, "--log-every", "2", "--save-every", "2", "--keep-last", "2"]
-
+    gradients averaged by one all-reduce inside the compiled update (the eager update's all-reduce is checked by
+    `test_a_baseline_trains_with_two_processes_in_sync`)."""
     env_cpu = {"ACCELERATE_USE_CPU": "1"}
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    first = run_env(env_cpu, *CPU_DDP, *args(straight), "--steps", "6")
+    straight = tmp_path / "straight"
+    first = run_env(env_cpu, *CPU_DDP, *visual(tiny_visual_dir, straight), *COMPILED, "--log-every", "2",
+                    "--save-every", "2", "--keep-last", "2", "--steps", "6")
     assert "weights identical on all 2 processes" in first.stdout
     assert "gradients averaged over 2 processes" in first.stdout
     assert "one copy on this node, mapped by every local process" in first.stdout
-    assert ("compiled as one graph" in first.stdout) == bool(mode)
+    assert "compiled as one graph" in first.stdout
     assert first.stdout.count("run folder:") == 1  # reported by the main process only
-    run_env(env_cpu, *CPU_DDP, *args(split), "--steps", "4")
-    run_env(env_cpu, *CPU_DDP, "train.py", "--resume", "--out", str(split), *mode, "--steps", "6")
-    assert_identical(weights(straight, 6), weights(split, 6))
     assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
+    split = interrupted_copy(straight, tmp_path / "split", 4)
+    run_env(env_cpu, *CPU_DDP, "train.py", "--resume", "--out", str(split), *COMPILED, "--steps", "6")
+    assert_identical(weights(straight, 6), weights(split, 6))
 
     # Each process draws its own batches, and each one's sampler state is in the checkpoint.
     sampler_states = sorted((straight / "checkpoints" / "step_00000006").glob("custom_checkpoint_*.pkl"))
@@ -246,10 +254,10 @@ def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_eval
                 "--out", str(out), *BASELINE_NETS[agent], "--batch-size", "16", "--no-progress",
                 "--eval-episodes", "0", "--log-every", "1", "--save-every", "2", *COMPILED]
 
-    straight, split = tmp_path / "straight", tmp_path / "split"
+    straight = tmp_path / "straight"
     first = run(sys.executable, *args(straight), "--steps", "4")
     assert f"training {agent} on visual-cube" in first.stdout and "compiled as one graph" in first.stdout
-    run(sys.executable, *args(split), "--steps", "2")
+    split = interrupted_copy(straight, tmp_path / "split", 2)
     run(sys.executable, "train.py", "--resume", "--out", str(split), *COMPILED, "--steps", "4")
     assert_identical(weights(straight, 4), weights(split, 4))
     assert ("critic.net.hidden.0.weight" in weights(split, 4)) == (agent != "flow-bc")

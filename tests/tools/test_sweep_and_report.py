@@ -22,7 +22,7 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_the_others_and_reports(
     planned = sweep(tiny_cube_dir, out, 1, "--dry-run")
     assert planned.stdout.count(": start ->") == 4 and not out.exists()
 
-    sweep(tiny_cube_dir, out, 1)
+    sweep(tiny_cube_dir, out, 1, "--jobs", "2")
     folders = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*/seed*"))
     assert folders == ["cube-single/flow-bc/seed0", "cube-single/flow-bc/seed1", "cube-single/lps/seed0",
                        "cube-single/lps/seed1"]
