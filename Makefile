@@ -8,4 +8,4 @@ quickstart: .venv/.installed
 	.venv/bin/python tools/quickstart.py
 
 test: .venv/.installed
-	.venv/bin/python -m pytest -q tests
+	.venv/bin/python -m pytest -q --durations=15 tests

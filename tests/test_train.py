@@ -1,9 +1,11 @@
 """Smoke tests that launch the real scripts (accelerate launch train.py, tools/evaluate.py) with tiny budgets."""
 
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
@@ -144,8 +146,8 @@ def test_a_robot_file_without_held_out_demos_says_so_at_start(tmp_path: Path):
     assert "warning:" in result.stdout and "mask/valid lists no demos" in result.stdout
 
 
-
-def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube_dir: Path, tmp_path: Path):
+def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube_dir: Path, tmp_path: Path,
+                                                                       monkeypatch, capsys):
     out = tmp_path / "run"
     run(sys.executable, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
         *TINY_NETS, "--steps", "1", "--eval-episodes", "0", "--save-every", "1", "--log-every", "1")
@@ -156,6 +158,7 @@ def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube
     for flags, message in [(["--execution", "often"], "invalid choice: 'often'"),
                            (["--replan-every", "0"], "--replan-every must be at least 1"),
                            (["--ensemble-decay", "-1"], "--ensemble-decay must be at least 0")]:
-        bad = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(out), *flags], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-        assert bad.returncode == 2 and message in bad.stderr
+        monkeypatch.setattr(sys, "argv", ["tools/evaluate.py", "--checkpoint", str(out), *flags])
+        with pytest.raises(SystemExit) as bad:
+            runpy.run_path(str(REPO / "tools" / "evaluate.py"), run_name="__main__")
+        assert bad.value.code == 2 and message in capsys.readouterr().err
