@@ -3,6 +3,8 @@ Adam as torch.optim.Adam, metric means and non-finite values named with their fi
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -126,3 +128,34 @@ def test_fp16_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="fp16.*loss scaling"):
         UpdateStep(agent, adam(agent), mixed_precision="fp16")
 
+
+
+def failing_backend(graph_module: torch.fx.GraphModule, example_inputs):
+    """A compiler that refuses every graph, as one might on a machine or torch version we never met."""
+    raise RuntimeError("this backend refuses every graph")
+
+
+def test_a_failed_compilation_says_why_once_and_the_run_goes_on_eagerly_with_the_same_numbers(capsys):
+    torch._dynamo.reset()
+    eager_agent, fallback_agent = make("state"), make("state")
+    eager = UpdateStep(eager_agent, adam(eager_agent))
+    fallback = UpdateStep(fallback_agent, adam(fallback_agent), compile=True, backend=failing_backend)
+    for batch in batches(eager_agent, 4):
+        eager(batch)
+        fallback(batch)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "compiling the update failed" in said[0] and "refuses every graph" in said[0]
+    assert "--no-compile" in said[0] and "eagerly" in said[0]
+    assert fallback.describe().startswith("eager (compiling failed: ")
+    for (name, a), b in zip(eager_agent.state_dict().items(), fallback_agent.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: the failed call was not applied exactly once"
+    assert eager.metrics() == fallback.metrics()
+
+
+def test_a_compiled_update_says_how_long_compiling_took(capsys):
+    torch._dynamo.reset()
+    agent = make("state")
+    update = UpdateStep(agent, adam(agent), compile=True, backend=CountingBackend())
+    for batch in batches(agent, 3):
+        update(batch)
+    assert re.fullmatch(r"the update compiled in \d+\.\d s", capsys.readouterr().err.strip())

@@ -47,6 +47,11 @@ class OGBenchTask:
     """default of --sparse (the paper's '-sparse' variants)"""
 
     @property
+    def from_pixels(self) -> bool:
+        """whether the agent reads camera frames (a run then fills a GPU rather than a sliver of it)"""
+        return self.config_family == "visual"
+
+    @property
     def dataset_name(self) -> str:
         return f"{self.env_base}-play-v0"
 
@@ -93,6 +98,8 @@ class RobotTask:
 
     name: str = "robot"
     config_family: str = "robot"
+    from_pixels: bool = True
+    """robot datasets hold camera frames (a file of proprioception alone trains too, but is not sized for)"""
 
     @property
     def config_path(self) -> Path:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from visual_lps.agents.base import Batch
-from visual_lps.compile_options import compile_graph
+from visual_lps.compile_options import CompiledOrEager, compile_graph
 
 
 def distributed_world() -> int:
@@ -75,8 +75,8 @@ class UpdateStep:
             # The first call runs eagerly (it sizes the metric sums); later calls run the compiled graph.
             self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
             self.cuda_graphs = self.cuda_graphs and backend == "inductor"
-            self._step_fn = compile_graph(self._step, device=self.device, backend=backend,
-                                          cuda_graphs=self.cuda_graphs)
+            compiled = compile_graph(self._step, device=self.device, backend=backend, cuda_graphs=self.cuda_graphs)
+            self._step_fn = CompiledOrEager(compiled, self._step, "the update")
         else:
             self._step_fn = self._step
 
@@ -84,6 +84,8 @@ class UpdateStep:
         """How the update runs, for the start of a training log."""
         if self.compiled:
             parts = ["compiled as one graph" + (", replayed as CUDA graphs" if self.cuda_graphs else "")]
+            if self._step_fn.failed:
+                parts = [f"eager (compiling failed: {self._step_fn.failed})"]
         else:
             parts = ["eager (uncompiled)"]
         if self.autocast:

@@ -59,3 +59,17 @@ def test_act_compiled_by_inductor_returns_the_eager_chunks():
     expected = agent.act(obs)
     agent.compile_act(cuda_graphs=True)  # as on a GPU; a CPU graph has no CUDA graphs to replay
     assert torch.allclose(agent.act(obs), expected, atol=1e-5)
+
+
+def test_act_goes_on_eagerly_when_compiling_fails_and_says_so_once(capsys):
+    from tests.test_update import failing_backend
+
+    torch._dynamo.reset()
+    agent = make("state").eval()
+    obs = batches(agent, 1)[0]["observations"][:1]
+    expected = agent.act(obs)
+    agent.compile_act(backend=failing_backend)
+    for _ in range(3):
+        assert torch.equal(agent.act(obs), expected)
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "compiling `act` failed" in said[0] and "--no-compile" in said[0]

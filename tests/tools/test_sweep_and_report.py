@@ -1,9 +1,14 @@
 """tools/sweep.py runs a grid of real train.py runs and goes on where it stopped; tools/report.py turns their
 logs into a table and learning curves."""
 
+import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 from tests.test_train import run
@@ -84,3 +89,87 @@ def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(t
         assert list((out / "cube-single" / "flow-bc" / f"seed{seed}" / "checkpoints").glob("step_*"))
     planned = run(*grid, "--dry-run")  # the same sweep, listed: both runs would be resumed
     assert planned.stdout.count(": resume ->") == 2
+
+
+def load_sweep_module():
+    spec = importlib.util.spec_from_file_location("sweep_tool", REPO / "tools" / "sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+RECORDER = """import json, os, sys, time
+start = time.time(); time.sleep(float(sys.argv[2]))
+json.dump({"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": os.environ.get("OMP_NUM_THREADS"),
+           "start": start, "end": time.time()}, open(sys.argv[1], "w"))
+"""
+
+
+def recorded_sweep(monkeypatch, tmp_path: Path, visible: int, *args: str, seconds: float = 0.6) -> list[dict]:
+    """The sweep's real scheduler, each run replaced by a process that records the environment it got."""
+    sweep_tool = load_sweep_module()
+    monkeypatch.setattr(sweep_tool, "visible_gpus", lambda: visible)
+    log = tmp_path / "log"
+    log.mkdir(parents=True)
+
+    def command(run, steps, state, extra):
+        name = f"{run.task}-{run.agent}-{run.seed}"
+        return [sys.executable, "-c", RECORDER, str(log / f"{name}.json"), str(seconds)]
+
+    monkeypatch.setattr(sweep_tool.SweepRun, "command", command)
+    assert sweep_tool.main(["--out", str(tmp_path / "sweep"), "--steps", "1", *args]) == 0
+    return [json.loads(p.read_text()) | {"name": p.stem} for p in sorted(log.iterdir())]
+
+
+def most_at_once(runs: list[dict], share) -> dict[str, float]:
+    """The largest summed share of each GPU at any moment."""
+    peak: dict[str, float] = {}
+    for run in runs:
+        at = run["start"]
+        load = sum(share(r) for r in runs if r["gpu"] == run["gpu"] and r["start"] <= at < r["end"])
+        peak[run["gpu"]] = max(peak.get(run["gpu"], 0.0), load)
+    return peak
+
+
+def test_sweep_places_runs_on_gpus_several_state_runs_per_card_each_seeing_only_its_own(
+    monkeypatch, tmp_path: Path
+):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # the sweep itself sees a selection: runs get the real ids
+    runs = recorded_sweep(monkeypatch, tmp_path, 2, "--tasks", "cube-single,visual-cube", "--agents", "lps",
+                          "--seeds", "0,1,2,3")
+    assert len(runs) == 8 and {r["gpu"] for r in runs} == {"5", "7"}
+    share = lambda r: 1.0 if r["name"].startswith("visual") else 0.25  # noqa: E731
+    assert all(load <= 1.0 for load in most_at_once(runs, share).values())
+    state = [r for r in runs if not r["name"].startswith("visual")]
+    assert max(r["start"] for r in state) < min(r["end"] for r in state)  # the four state runs ran at once
+    visual = [r for r in runs if r["name"].startswith("visual")]
+    for a in visual:  # a run from pixels has its card to itself
+        assert not any(b is not a and b["gpu"] == a["gpu"] and b["start"] < a["end"] and a["start"] < b["end"]
+                       for b in runs)
+    expected_threads = str(max((os.cpu_count() or 1) // 8, 1))  # up to 4 state runs on each of 2 cards
+    assert {r["threads"] for r in runs} == {expected_threads}
+
+
+def test_sweep_uses_every_visible_gpu_by_default_and_the_cpu_without_one(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    runs = recorded_sweep(monkeypatch, tmp_path / "gpus", 3, "--tasks", "cube-single", "--agents", "lps",
+                          "--seeds", "0,1,2", "--runs-per-gpu", "1")
+    assert sorted(r["gpu"] for r in runs) == ["0", "1", "2"]
+    assert max(r["start"] for r in runs) < min(r["end"] for r in runs)  # one run per card, all three at once
+    cpu = recorded_sweep(monkeypatch, tmp_path / "cpu", 0, "--tasks", "cube-single", "--agents", "lps",
+                         "--seeds", "0,1", seconds=0.1)
+    assert [r["gpu"] for r in cpu] == [None, None] and cpu[0]["end"] <= cpu[1]["start"]  # one at a time
+    none = recorded_sweep(monkeypatch, tmp_path / "none", 2, "--tasks", "cube-single", "--agents", "lps",
+                          "--seeds", "0", "--gpus", "none", seconds=0.1)
+    assert [r["gpu"] for r in none] == [None]
+
+
+def test_sweep_gpu_flags_bad_values_are_named(monkeypatch, capsys):
+    sweep_tool = load_sweep_module()
+    monkeypatch.setattr(sweep_tool, "visible_gpus", lambda: 2)
+    for args, message in [(["--gpus", "0,0"], "must be distinct"), (["--gpus", "a"], "comma-separated GPU indices"),
+                          (["--gpus", "2"], "sees 2 GPU(s), 0 to 1"), (["--runs-per-gpu", "0"], "at least 1")]:
+        with pytest.raises(SystemExit):
+            sweep_tool.main(["--tasks", "cube-single", "--steps", "1", "--dry-run", *args])
+        assert message in capsys.readouterr().err

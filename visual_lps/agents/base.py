@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from visual_lps.compile_options import compile_graph
+from visual_lps.compile_options import CompiledOrEager, compile_graph
 from visual_lps.data.chunks import DataNeeds
 from visual_lps.encoder_set import EncoderSet, Features, upgrade_legacy_keys
 from visual_lps.observations import ObsSpec
@@ -116,7 +116,9 @@ class ChunkedAgent(nn.Module):
         # the robot's units in `act`. Persistent buffers, so they travel with every checkpoint.
         self.register_buffer("action_low", -torch.ones(action_dim))
         self.register_buffer("action_high", torch.ones(action_dim))
-        self._compiled_act = None  # see compile_act
+        self._compiled_act: CompiledOrEager | None = None  # see compile_act
+        self.compile_act_on_cuda = True
+        """whether `act` compiles itself on its first call on CUDA (a run with --no-compile turns it off)"""
         self.register_load_state_dict_pre_hook(_upgrade_legacy_keys)
 
     @property
@@ -168,8 +170,9 @@ class ChunkedAgent(nn.Module):
 
         On CUDA the first call compiles the computation (per batch size) and later calls replay it as a CUDA
         graph: at batch 1 the launches of a few dozen small kernels, not their arithmetic, are the cost.
-        Elsewhere it runs eagerly unless `compile_act()` was called."""
-        if self._compiled_act is None and self.action_low.device.type == "cuda":
+        Elsewhere it runs eagerly unless `compile_act()` was called. If compiling fails, it says why once and runs
+        eagerly."""
+        if self._compiled_act is None and self.compile_act_on_cuda and self.action_low.device.type == "cuda":
             self.compile_act()
         if self._compiled_act is None:
             return self.act_eager(observations)
@@ -187,7 +190,8 @@ class ChunkedAgent(nn.Module):
         compiled = compile_graph(self._act, device=device, backend=backend, cuda_graphs=use_graphs,
                                  skip_module_guards=True)
         # A CUDA graph's outputs are overwritten by its next replay: the caller gets its own copy.
-        self._compiled_act = (lambda observations: compiled(observations).clone()) if use_graphs else compiled
+        graphed = (lambda observations: compiled(observations).clone()) if use_graphs else compiled
+        self._compiled_act = CompiledOrEager(graphed, self._act, "`act`")
 
     @torch.inference_mode()
     def act_eager(self, observations) -> torch.Tensor:
