@@ -16,7 +16,7 @@ import numpy as np
 
 from visual_lps.data.chunks import OfflineData
 from visual_lps.data.node_share import NodeShare
-from visual_lps.data.robot_hdf5 import mask_names
+from visual_lps.data.robot_hdf5 import READ_ERRORS, damaged, mask_names, read_dataset
 from visual_lps.observations import IMAGE_SUFFIX
 
 CACHE_MODES = ("auto", "ram", "none")
@@ -63,14 +63,17 @@ class H5Rows:
         datasets = self._open()
         # One plain read per row: h5py's point selection (dataset[list]) is ~70x slower on one-frame chunks.
         for j, (d, i) in enumerate(zip(demo.tolist(), local.tolist())):
-            out[j] = datasets[d][i]
+            out[j] = read_dataset(datasets[d], i)
         return out[inverse].reshape(*rows.shape, *self.shape[1:])
 
     def read_all(self) -> np.ndarray:
         """The whole column in one preallocated array."""
         out = np.empty(self.shape, self.dtype)
         for d, dataset in enumerate(self._open()):
-            dataset.read_direct(out, dest_sel=np.s_[self.offsets[d]:self.offsets[d + 1]])
+            try:
+                dataset.read_direct(out, dest_sel=np.s_[self.offsets[d]:self.offsets[d + 1]])
+            except READ_ERRORS as e:
+                raise damaged(dataset, e) from None
         return out
 
 
@@ -85,7 +88,8 @@ def load_robot_data(
     path: str | Path, split: str = "train", cache: str = "auto", share: NodeShare | None = None
 ) -> OfflineData:
     """The demos of `mask/<split>` (file validated beforehand: `validate_hdf5`); actions as stored. With `share`,
-    the RAM cache is read by the node's first process only and mapped by the others."""
+    the RAM cache is read by the node's first process only and mapped by the others. A damaged file raises
+    DatasetKeyError (a ValueError) naming the file, demo and key, here or when a batch's rows are read."""
     if cache not in CACHE_MODES:
         raise ValueError(f"--data-cache {cache!r}: choose one of {', '.join(CACHE_MODES)}")
     path = Path(path)
@@ -96,9 +100,9 @@ def load_robot_data(
         groups = [file[f"data/{demo}"] for demo in demos]
         lengths = [int(g["actions"].shape[0]) for g in groups]
         keys = list(groups[0]["obs"].keys())
-        actions = np.concatenate([g["actions"][()] for g in groups]).astype(np.float32)
-        rewards = np.concatenate([g["rewards"][()] for g in groups]).astype(np.float32)
-        terminals = np.concatenate([g["terminals"][()] for g in groups]).astype(bool)
+        actions = np.concatenate([read_dataset(g["actions"]) for g in groups]).astype(np.float32)
+        rewards = np.concatenate([read_dataset(g["rewards"]) for g in groups]).astype(np.float32)
+        terminals = np.concatenate([read_dataset(g["terminals"]) for g in groups]).astype(bool)
     columns = {key: H5Rows(path, key, demos, lengths) for key in keys}
     size = sum(column.nbytes for column in columns.values())
     in_ram = cache == "ram" or (cache == "auto" and size <= RAM_FRACTION * available_memory())

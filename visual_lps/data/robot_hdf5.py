@@ -17,22 +17,55 @@ failed conversion leaves nothing at the target path.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from visual_lps.observations import IMAGE_SUFFIX
 
 FORMAT_VERSION = 1
 COMPRESSIONS = ("gzip", "lzf", "none")
 REWARD_SCHEMES = ("sparse", "step-penalty", "source")
+READ_ERRORS = (OSError, RuntimeError)
+"""what h5py raises on a damaged file: OSError for a chunk that fails to read or decompress, RuntimeError for
+damaged metadata; neither names the file or key"""
+READ_BLOCK_BYTES = 16 << 20
+"""the validator reads datasets back this many bytes at a time, so its memory does not grow with the file"""
+PROGRESS_MIN_BYTES = 256 << 20
+"""files from this size up get a progress bar while the validator reads them back"""
 
 
 class DatasetFormatError(ValueError):
     """A file that does not follow the format; the message names the file and every problem found."""
+
+
+class DatasetKeyError(DatasetFormatError):
+    """One key of a file is damaged or malformed, found by a reader: 'FILE: KEY: problem'. `problem` is the message
+    without the file's name, which the validator lists under the file."""
+
+    def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        self.problem = f"{key}: {problem}"
+        super().__init__(f"{path}: {self.problem}")
+
+
+def read_dataset(dataset: h5py.Dataset, rows: int | slice = slice(None)) -> np.ndarray:
+    """`dataset[rows]`, raising DatasetKeyError naming the file, demo and key where the file is damaged (h5py's
+    own error, 'filter returned failure during read', names neither)."""
+    try:
+        return dataset[rows]
+    except READ_ERRORS as e:
+        raise damaged(dataset, e, rows) from None
+
+
+def damaged(dataset: h5py.Dataset, error: Exception, rows: int | slice = slice(None)) -> DatasetKeyError:
+    """The error for a read of `dataset` (at `rows`, when an int) that failed."""
+    key = dataset.name.lstrip("/") + (f" row {rows}" if isinstance(rows, int) else "")
+    return DatasetKeyError(dataset.file.filename, key, f"cannot be read, the file is damaged ({error})")
 
 
 @dataclass
@@ -126,7 +159,8 @@ def next_observation_layout(path: str, source: h5py.Dataset) -> h5py.VirtualLayo
 
 @dataclass
 class HDF5DatasetWriter:
-    """Context manager writing episodes to `path` atomically. On an exception nothing is left at `path`."""
+    """Context manager writing episodes to `path` atomically. On an exception, or a written file that fails
+    `validate_hdf5`, nothing is left at `path` (and a file already there is kept); else `summary` describes it."""
 
     path: Path
     compression: str = "gzip"
@@ -145,6 +179,8 @@ class HDF5DatasetWriter:
             raise ValueError(f"--rewards {self.reward_scheme!r}: choose one of {', '.join(REWARD_SCHEMES)}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"--valid-fraction {self.valid_fraction}: must be in [0, 1)")
+        if not math.isfinite(self.failure_penalty):
+            raise ValueError(f"--failure-penalty {self.failure_penalty}: must be a finite number")
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._file: h5py.File | None = None
         self._layout: _Layout | None = None
@@ -153,6 +189,7 @@ class HDF5DatasetWriter:
         self._total = 0
         self._action_min: np.ndarray | None = None
         self._action_max: np.ndarray | None = None
+        self.summary: DatasetSummary | None = None
 
     def __enter__(self) -> HDF5DatasetWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +202,7 @@ class HDF5DatasetWriter:
             if exc_type is None:
                 self._finish()
                 self._file.close()
+                self.summary = validate_hdf5(self._tmp, shown_as=self.path)  # an invalid file never takes `path`
                 os.replace(self._tmp, self.path)
         finally:
             if self._file is not None and self._file.id.valid:
@@ -255,7 +293,22 @@ def demo_names(group: h5py.Group) -> list[str]:
 
 
 def mask_names(file: h5py.File, split: str) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in file["mask"][split][()]]
+    """The demo names in mask/<split>. Stored names are bytes: a damaged list raises DatasetKeyError naming the
+    file and key, where decoding alone would raise a bare UnicodeDecodeError."""
+    key = f"mask/{split}"
+    item = file.get(key)
+    if not isinstance(item, h5py.Dataset) or item.ndim != 1:
+        raise DatasetKeyError(file.filename, key, "missing, or not a list of demo names")
+    names = []
+    for i, name in enumerate(read_dataset(item).tolist()):
+        try:
+            names.append(name.decode() if isinstance(name, bytes) else name)
+        except UnicodeDecodeError:
+            raise DatasetKeyError(file.filename, key, f"entry {i} ({name!r}) is not UTF-8 text: the list is "
+                                                      f"damaged") from None
+        if not isinstance(names[-1], str):
+            raise DatasetKeyError(file.filename, key, f"entry {i} ({name!r}) is not a demo name")
+    return names
 
 
 @dataclass
@@ -283,23 +336,32 @@ class DatasetSummary:
                 f"  success rate {self.success_rate:.1%}")
 
 
-def validate_hdf5(path: str | Path, check_values: bool = True) -> DatasetSummary:
+def validate_hdf5(path: str | Path, check_values: bool = True, read_everything: bool = False,
+                  progress: bool = False, shown_as: str | Path | None = None) -> DatasetSummary:
     """Check a file against the format (keys, dtypes, shapes, lengths, NaN/inf, masks); raise
     DatasetFormatError listing every problem, else return a summary. `check_values` reads every array
-    (images excepted) for NaN/inf."""
+    (images excepted) for NaN/inf; `read_everything` also reads back every chunk of every demo's datasets, images
+    included, a block at a time (with a progress bar on large files when `progress`), so that a damaged file is
+    found here rather than during training. `shown_as` names the file in errors and the summary (a temporary file
+    checked before it takes its final name)."""
     path = Path(path)
+    shown = Path(shown_as) if shown_as is not None else path
+    if not path.exists():
+        raise DatasetFormatError(f"{shown}: no such file")
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise DatasetFormatError(f"{shown}: not a regular file (a folder, FIFO or device is no HDF5 dataset)")
     problems: list[str] = []
     try:
         file = h5py.File(path, "r")
-    except (OSError, FileNotFoundError) as e:
-        raise DatasetFormatError(f"{path}: cannot open as HDF5 ({e})") from None
+    except READ_ERRORS as e:
+        raise DatasetFormatError(f"{shown}: cannot open as HDF5 ({e})") from None
     with file:
         if "data" not in file:
-            raise DatasetFormatError(f"{path}: no 'data' group (the robomimic layout: data/demo_N/...)")
+            raise DatasetFormatError(f"{shown}: no 'data' group (the robomimic layout: data/demo_N/...)")
         data = file["data"]
         names = demo_names(data)
         if not names:
-            raise DatasetFormatError(f"{path}: 'data' holds no demo_N group")
+            raise DatasetFormatError(f"{shown}: 'data' holds no demo_N group")
         env_args: dict = {}
         try:
             env_args = json.loads(data.attrs["env_args"])
@@ -309,72 +371,41 @@ def validate_hdf5(path: str | Path, check_values: bool = True) -> DatasetSummary
             problems.append(f"data.attrs['env_args'] is not JSON ({e})")
         layout: _Layout | None = None
         frames, successes, lows, highs = 0, [], [], []
-        for name in names:
+        bar = tqdm(names, desc=f"reading {shown.name}", unit="demo", leave=False,
+                   disable=not (read_everything and progress and path.stat().st_size >= PROGRESS_MIN_BYTES))
+        for name in bar:
             where = f"data/{name}"
-            demo = data[name]
-            missing = [k for k in ("actions", "rewards", "terminals", "dones", "obs") if k not in demo]
-            if missing:
-                problems.append(f"{where}: missing {missing}")
+            try:
+                found = _check_demo(data[name], where, check_values, read_everything)
+            except DatasetKeyError as e:
+                problems.append(e.problem)
                 continue
-            n = demo["actions"].shape[0] if demo["actions"].ndim >= 1 else 0
-            if n == 0:
-                problems.append(f"{where}: empty episode")
+            except READ_ERRORS as e:  # damaged metadata: h5py cannot even describe a dataset
+                problems.append(f"{where}: cannot be read, the file is damaged ({e})")
                 continue
-            if demo["actions"].ndim != 2 or demo["actions"].dtype != np.float32:
-                problems.append(f"{where}/actions: must be (N, A) float32, got {demo['actions'].shape} "
-                                f"{demo['actions'].dtype}")
+            problems += found.problems
+            if found.layout is None:
                 continue
-            for key in ("rewards", "terminals", "dones"):
-                if demo[key].shape != (n,):
-                    problems.append(f"{where}/{key}: shape {demo[key].shape}, expected ({n},) like actions")
-            if demo["rewards"].dtype.kind != "f":
-                problems.append(f"{where}/rewards: dtype {demo['rewards'].dtype}, expected float")
-            for key in ("terminals", "dones"):
-                if demo[key].dtype.kind not in "bui":
-                    problems.append(f"{where}/{key}: dtype {demo[key].dtype}, expected bool or integer")
-            if demo.attrs.get("num_samples") != n:
-                problems.append(f"{where}: attrs['num_samples'] = {demo.attrs.get('num_samples')}, actions have {n}")
-            if "success" not in demo.attrs:
-                problems.append(f"{where}: attrs['success'] missing")
-            cameras, proprio = {}, {}
-            for key, item in demo["obs"].items():
-                if not isinstance(item, h5py.Dataset) or item.shape[:1] != (n,):
-                    problems.append(f"{where}/obs/{key}: shape {getattr(item, 'shape', None)}, expected {n} rows")
-                elif key.endswith(IMAGE_SUFFIX):
-                    if item.dtype != np.uint8 or item.ndim != 4 or item.shape[-1] != 3:
-                        problems.append(f"{where}/obs/{key}: must be (N, H, W, 3) uint8, got {item.shape} {item.dtype}")
-                    cameras[key.removesuffix(IMAGE_SUFFIX)] = item.shape[1:]
-                else:
-                    if item.dtype != np.float32 or item.ndim != 2:
-                        problems.append(f"{where}/obs/{key}: must be (N, D) float32, got {item.shape} {item.dtype}")
-                    proprio[key] = int(np.prod(item.shape[1:]))
-            if not cameras and not proprio:
-                problems.append(f"{where}/obs: no observations")
-            this = _Layout(cameras, proprio, demo["actions"].shape[1])
             if layout is None:
-                layout = this
-            elif this != layout:
-                problems.append(f"{where}: cameras/proprioception/actions {this} differ from the first demo's {layout}")
-            if check_values and not problems:
-                actions = demo["actions"][()]
-                arrays = {"actions": actions, "rewards": demo["rewards"][()]}
-                arrays |= {f"obs/{k}": demo["obs"][k][()] for k in proprio}
-                for key, values in arrays.items():
-                    if not np.isfinite(values).all():
-                        problems.append(f"{where}/{key}: contains NaN or inf")
-                if demo["dones"][-1] != 1:
-                    problems.append(f"{where}/dones: last step must be 1")
-                lows.append(actions.min(axis=0))
-                highs.append(actions.max(axis=0))
-            frames += n
-            successes.append(bool(demo.attrs.get("success", False)))
+                layout = found.layout
+            elif found.layout != layout:
+                problems.append(f"{where}: cameras/proprioception/actions {found.layout} differ from the first "
+                                f"demo's {layout}")
+            if found.action_range is not None:
+                lows.append(found.action_range[0])
+                highs.append(found.action_range[1])
+            frames += found.frames
+            successes.append(found.success)
         if data.attrs.get("total") != frames and not problems:
             problems.append(f"data.attrs['total'] = {data.attrs.get('total')}, demos hold {frames} frames")
         train, valid = [], []
         if "mask" not in file or "train" not in file["mask"] or "valid" not in file["mask"]:
             problems.append("mask/train and mask/valid are required")
         else:
-            train, valid = mask_names(file, "train"), mask_names(file, "valid")
+            try:
+                train, valid = mask_names(file, "train"), mask_names(file, "valid")
+            except DatasetKeyError as e:
+                problems.append(e.problem)
             unknown = sorted(set(train + valid) - set(names))
             if unknown:
                 problems.append(f"mask: names {unknown[:5]} are not demos in data/")
@@ -383,11 +414,99 @@ def validate_hdf5(path: str | Path, check_values: bool = True) -> DatasetSummary
             if not train:
                 problems.append("mask/train is empty")
     if problems:
-        raise DatasetFormatError(f"{path}: not a valid visual-lps HDF5 dataset:\n  " + "\n  ".join(problems))
+        raise DatasetFormatError(f"{shown}: not a valid visual-lps HDF5 dataset:\n  " + "\n  ".join(problems))
     return DatasetSummary(
-        path=path, episodes=len(names), frames=frames, cameras=layout.cameras, proprio=layout.proprio,
+        path=shown, episodes=len(names), frames=frames, cameras=layout.cameras, proprio=layout.proprio,
         action_dim=layout.action_dim,
         action_low=np.min(lows, axis=0) if lows else np.full(layout.action_dim, np.nan),
         action_high=np.max(highs, axis=0) if highs else np.full(layout.action_dim, np.nan),
         success_rate=float(np.mean(successes)), train=train, valid=valid, env_args=env_args,
     )
+
+
+@dataclass
+class _DemoCheck:
+    """What checking one demo found: its problems, and (when its structure is sound) its layout and facts."""
+
+    problems: list[str]
+    layout: _Layout | None = None
+    frames: int = 0
+    success: bool = False
+    action_range: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _check_demo(demo: h5py.Group, where: str, check_values: bool, read_everything: bool) -> _DemoCheck:
+    """One demo against the format; a damaged read raises DatasetKeyError (`read_dataset`)."""
+    missing = [k for k in ("actions", "rewards", "terminals", "dones", "obs") if k not in demo]
+    if missing:
+        return _DemoCheck([f"{where}: missing {missing}"])
+    n = demo["actions"].shape[0] if demo["actions"].ndim >= 1 else 0
+    if n == 0:
+        return _DemoCheck([f"{where}: empty episode"])
+    if demo["actions"].ndim != 2 or demo["actions"].dtype != np.float32:
+        return _DemoCheck([f"{where}/actions: must be (N, A) float32, got {demo['actions'].shape} "
+                           f"{demo['actions'].dtype}"])
+    problems = []
+    for key in ("rewards", "terminals", "dones"):
+        if demo[key].shape != (n,):
+            problems.append(f"{where}/{key}: shape {demo[key].shape}, expected ({n},) like actions")
+    if demo["rewards"].dtype.kind != "f":
+        problems.append(f"{where}/rewards: dtype {demo['rewards'].dtype}, expected float")
+    for key in ("terminals", "dones"):
+        if demo[key].dtype.kind not in "bui":
+            problems.append(f"{where}/{key}: dtype {demo[key].dtype}, expected bool or integer")
+    if demo.attrs.get("num_samples") != n:
+        problems.append(f"{where}: attrs['num_samples'] = {demo.attrs.get('num_samples')}, actions have {n}")
+    if "success" not in demo.attrs:
+        problems.append(f"{where}: attrs['success'] missing")
+    cameras, proprio = {}, {}
+    for key, item in demo["obs"].items():
+        if not isinstance(item, h5py.Dataset) or item.shape[:1] != (n,):
+            problems.append(f"{where}/obs/{key}: shape {getattr(item, 'shape', None)}, expected {n} rows")
+        elif key.endswith(IMAGE_SUFFIX):
+            if item.dtype != np.uint8 or item.ndim != 4 or item.shape[-1] != 3:
+                problems.append(f"{where}/obs/{key}: must be (N, H, W, 3) uint8, got {item.shape} {item.dtype}")
+            cameras[key.removesuffix(IMAGE_SUFFIX)] = item.shape[1:]
+        else:
+            if item.dtype != np.float32 or item.ndim != 2:
+                problems.append(f"{where}/obs/{key}: must be (N, D) float32, got {item.shape} {item.dtype}")
+            proprio[key] = int(np.prod(item.shape[1:]))
+    if not cameras and not proprio:
+        problems.append(f"{where}/obs: no observations")
+    found = _DemoCheck(problems, _Layout(cameras, proprio, demo["actions"].shape[1]), n,
+                       bool(demo.attrs.get("success", False)))
+    if problems:
+        return found
+    if check_values:
+        actions = read_dataset(demo["actions"])
+        arrays = {"actions": actions, "rewards": read_dataset(demo["rewards"])}
+        arrays |= {f"obs/{k}": read_dataset(demo["obs"][k]) for k in proprio}
+        for key, values in arrays.items():
+            if not np.isfinite(values).all():
+                problems.append(f"{where}/{key}: contains NaN or inf")
+        if read_dataset(demo["dones"], -1) != 1:
+            problems.append(f"{where}/dones: last step must be 1")
+        found.action_range = actions.min(axis=0), actions.max(axis=0)
+    if read_everything:
+        for key in ("actions", "rewards", "terminals", "dones", *(f"obs/{k}" for k in demo["obs"])):
+            read_back(demo[key])
+    return found
+
+
+def read_back(dataset: h5py.Dataset) -> None:
+    """Read every chunk of a dataset, a block of whole chunks at a time (at most about READ_BLOCK_BYTES in
+    memory); a damaged one raises DatasetKeyError naming the first row that cannot be read."""
+    n = dataset.shape[0]
+    row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))
+    step = max(1, READ_BLOCK_BYTES // max(row_bytes, 1))
+    if dataset.chunks is not None:
+        step = max(dataset.chunks[0], step - step % dataset.chunks[0])
+    buffer = np.empty((min(step, n), *dataset.shape[1:]), dataset.dtype)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        try:
+            dataset.read_direct(buffer, np.s_[start:stop], np.s_[: stop - start])
+        except READ_ERRORS as e:
+            for row in range(start, stop):  # name the first row at fault
+                read_dataset(dataset, row)
+            raise damaged(dataset, e) from None
