@@ -1,6 +1,7 @@
 """Policy: loads a run with torch and the core alone, checks every observation against the spec, and returns
 chunks in the robot's units (the agent's act())."""
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO
-from visual_lps.policy import ObservationError, Policy
+from visual_lps.policy import NonFiniteActionError, ObservationError, Policy
 
 
 def observation() -> dict[str, np.ndarray]:
@@ -63,3 +64,26 @@ def test_a_bad_observation_is_refused_naming_the_key(robot_run: Path, change, me
     assert message in str(error.value)
     with pytest.raises(ObservationError, match="expected a dict"):
         policy(np.zeros(3))
+
+
+def test_values_beyond_float32_are_refused_and_a_non_finite_chunk_is_never_returned(robot_run: Path):
+    policy = Policy.load(robot_run, device="cpu")
+    with pytest.raises(ObservationError, match="'joints' contains NaN or inf in float32"):
+        policy(observation() | {"joints": np.full(7, 1e39)})  # finite as float64, inf in the network
+    with pytest.raises(NonFiniteActionError) as error:
+        policy(observation() | {"joints": np.full(7, 3e38, np.float32)})  # finite, overflows once standardised
+    assert "values far outside the training data overflow float32 in the network" in str(error.value)
+    assert "'joints' 3e+38" in str(error.value)
+    assert np.isfinite(policy(observation())).all()
+
+
+def test_load_reads_no_pickle(robot_run: Path, monkeypatch: pytest.MonkeyPatch):
+    """A checkpoint's .pkl files (Accelerate's sampler and random states) can run code when unpickled: serving
+    reads the weights (safetensors) and the YAML files only."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Policy.load unpickled something")
+
+    for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")]:
+        monkeypatch.setattr(module, name, refuse)
+    assert Policy.load(robot_run, device="cpu")(observation()).shape == (5, 4)
