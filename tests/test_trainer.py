@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
 from tests.test_train import BIN, TINY_NETS, run
 from visual_lps.agents import AGENTS
 from visual_lps.agents.lps import LPSAgent, LPSConfig
+from visual_lps.checkpoint import write_manifest
+from visual_lps.run_lock import RunLock
 from visual_lps.config import parse_args
 from visual_lps.trainer import train
 
@@ -86,9 +92,8 @@ def test_two_cpu_processes_stay_in_sync_and_resume_exactly(tiny_visual_dir: Path
     assert_identical(weights(straight, 6), weights(split, 6))
 
     # Each process draws its own batches, and each one's sampler state is in the checkpoint.
-    sampler_states = sorted((straight / "checkpoints" / "step_00000006").glob("custom_checkpoint_*.pkl"))
-    generators = [torch.load(p, weights_only=False) for p in sampler_states]
-    generators = next(g["generators"] for g in generators if "generators" in g)
+    generators = load_file(straight / "checkpoints" / "step_00000006" / "training_state.safetensors")
+    generators = generators["sampler_generators"]
     assert len(generators) == 2 and not torch.equal(generators[0], generators[1])
 
 
@@ -188,7 +193,7 @@ def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.bin", "random_states_0.pkl",
-                                     "custom_checkpoint_1.pkl"])
+                                     "training_state.safetensors"])
 def test_resume_passes_over_a_damaged_newest_checkpoint_naming_it(tiny_cube_dir: Path, tmp_path: Path, damaged,
                                                                   capsys):
     out = tmp_path / "run"
@@ -214,26 +219,61 @@ def test_evaluate_refuses_a_damaged_checkpoint_naming_it(tiny_cube_dir: Path, tm
     assert "step_00000002 is incomplete: model.safetensors has 100 bytes" in result.stderr
 
 
+FULL_DISK = {  # what each writer of a checkpoint raises on a full disk
+    "OSError": OSError(errno.ENOSPC, "No space left on device"),
+    "SafetensorError": SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+}
+
+
+@pytest.mark.parametrize("error", list(FULL_DISK))
 def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_earlier_checkpoints(
-    tiny_cube_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_cube_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str
 ):
-    from accelerate import Accelerator
+    import accelerate.utils.other
 
-    save_state = Accelerator.save_state
+    save_file = accelerate.utils.other.safe_save_file
 
-    def fills_the_disk(self, output_dir, **kwargs):
-        if "step_00000004" not in output_dir:
-            return save_state(self, output_dir, **kwargs)
-        Path(output_dir).mkdir(parents=True)
-        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def fills_the_disk(tensors, filename, **kwargs):  # Accelerate's writer of model.safetensors
+        if "step_00000004" not in str(filename):
+            return save_file(tensors, filename, **kwargs)
+        Path(filename).write_bytes(b"partial")
+        raise FULL_DISK[error]
 
-    monkeypatch.setattr(Accelerator, "save_state", fills_the_disk)
+    monkeypatch.setattr(accelerate.utils.other, "safe_save_file", fills_the_disk)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "6")))
     assert f"no space left on device at {out}" in str(stop.value) and "step_00000004 was not written" in str(stop.value)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]  # no partial folder left
+
+
+@contextmanager
+def mounted_tmpfs(path: Path, options: str):
+    """A real small (or read-only) file system at `path`; the test is skipped where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                               text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command")
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_a_real_full_disk_stops_the_run_in_one_line_warned_at_start(tiny_cube_dir: Path, tmp_path: Path, capsys):
+    """A file system that holds the run folder and one checkpoint (about 220 kB), not two."""
+    with mounted_tmpfs(tmp_path / "disk", "size=256k") as disk:
+        out = disk / "run"
+        with pytest.raises(SystemExit) as stop:
+            train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "6")))
+        assert f"no space left on device at {out}" in str(stop.value) and "the earlier checkpoints are kept" in str(
+            stop.value)
+        assert "warning: the 3 checkpoints this run will keep" in capsys.readouterr().out
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
 
 
 
@@ -297,3 +337,55 @@ def test_a_baseline_trains_with_two_processes_in_sync(tiny_cube_dir: Path, tmp_p
                      "--steps", "2", "--save-every", "2", "--log-every", "1")
     assert "weights identical on all 2 processes" in result.stdout
     assert "gradients averaged over 2 processes" in result.stdout
+
+
+def test_a_second_run_on_the_same_out_is_refused_at_once_naming_the_first(tiny_cube_dir: Path, tmp_path: Path):
+    """Even with --overwrite or --resume: before it loads data or clears anything."""
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "train.py", *tiny_run(tiny_cube_dir, out, "--steps", "1000000",
+                                                                     "--save-every", "1000000")],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((out / "tb").glob("events.*")):
+            assert first.poll() is None and time.time() < deadline, first.communicate()
+            time.sleep(0.5)
+        before = sorted(p.name for p in out.rglob("*"))
+        for flag in ("--overwrite", "--resume"):
+            args = tiny_run(tiny_cube_dir, out, "--steps", "4", flag) if flag == "--overwrite" else [
+                "--resume", "--out", str(out), "--steps", "4"]
+            with pytest.raises(SystemExit) as refused:
+                train(*parse_args(args))
+            assert str(refused.value).startswith(f"error: --out {out} is in use by another run: pid {first.pid} on "
+                                                 f"host {socket.gethostname()} (since ")
+            assert str(refused.value).endswith(f"holds {out / 'run.lock'}")
+        assert sorted(p.name for p in out.rglob("*")) == before  # nothing cleared, nothing added
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM
+    with RunLock.acquire(out) as lock:  # released when the first run ended
+        assert lock.taken_over is None
+
+
+def planted_pickle(marker: Path) -> bytes:
+    """A pickle that creates `marker` when unpickled without weights_only."""
+    class Plant:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    return pickle.dumps(Plant(), protocol=2)
+
+
+@pytest.mark.parametrize("planted", ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"])
+def test_resume_refuses_a_planted_pickle_without_running_it(tiny_cube_dir: Path, tmp_path: Path, planted: str):
+    out = tmp_path / "run"
+    train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "2")))
+    ckpt = out / "checkpoints" / "step_00000002"
+    marker = tmp_path / "code_ran"
+    (ckpt / planted).write_bytes(planted_pickle(marker))
+    write_manifest(ckpt)  # the manifest rewritten to match: it verifies
+    with pytest.raises(SystemExit) as refused:
+        train(*parse_args(["--resume", "--out", str(out), "--steps", "4"]))
+    assert not marker.exists()
+    assert str(refused.value).startswith(f"error: --resume: checkpoint {ckpt}: {planted} is not plain data, refused")

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from visual_lps.checkpoint import IncompleteCheckpoint, load_agent, resolve_checkpoint
+    from visual_lps.checkpoint import CheckpointError, load_agent
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
     from visual_lps.execution import ChunkExecutor
     from visual_lps.policy import Policy
@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.episodes < 1:
         sys.exit("error: --episodes must be at least 1")
     try:
-        ckpt = resolve_checkpoint(args.checkpoint)
-        agent, train_cfg, _, _ = load_agent(ckpt, args.device)
-    except (FileNotFoundError, IncompleteCheckpoint) as e:
+        agent, train_cfg, _, _, ckpt = load_agent(args.checkpoint, args.device)
+    except CheckpointError as e:
         sys.exit(f"error: --checkpoint {e}")
     task = get_task(train_cfg.task)
     if not task.has_simulator:

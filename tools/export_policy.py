@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.parent.is_dir():
         parser.error(f"{args.out.parent}: no such folder")
 
-    from visual_lps.checkpoint import IncompleteCheckpoint, load_agent
+    from visual_lps.checkpoint import CheckpointError, load_agent
     from visual_lps.export import export_policy
 
     try:
         agent, *_ = load_agent(args.checkpoint, args.device)
-    except (FileNotFoundError, IncompleteCheckpoint) as e:
+    except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     export_policy(agent, args.out, compiled=args.compiled)

@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import inspect
 import shutil
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -62,7 +63,8 @@ class TrainConfig:
     save_every: int = 100_000
     """write a checkpoint every this many steps (and at the end)"""
     keep_last: int = 0
-    """keep only the newest this many checkpoints (0 keeps all)"""
+    """keep only the newest this many checkpoints; 0 keeps every one (a checkpoint each --save-every steps: a
+    run warns at start when they will not fit the free disk)"""
     mixed_precision: str | None = None
     """'no', 'bf16' or 'fp16' autocast; default: as `accelerate launch` / its config says (off)"""
     compile: bool | None = None
@@ -318,6 +320,19 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 RUN_FILES = ("config.yaml", "agent_spec.yaml", "checkpoints", "tb")
 """what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
+
+
+def check_writable(out: Path) -> None:
+    """Write a probe file in `out` and in its checkpoints/ and tb/ where they exist: a run that cannot write its
+    folder stops before it loads anything, in one line, not at its first checkpoint hours later."""
+    for folder in (out, out / "checkpoints", out / "tb"):
+        if folder != out and not folder.exists():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise SystemExit(f"error: --out {out}: cannot write to {folder} ({e.strerror or e})") from None
 
 
 def clear_run_folder(out: Path) -> None:

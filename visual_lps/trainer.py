@@ -21,18 +21,24 @@ from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
 from visual_lps.checkpoint import (
+    CheckpointError,
     CheckpointWriteError,
+    check_data_only,
     check_ranks_in_sync,
+    checkpoint_bytes,
     latest_checkpoint,
     latest_complete_checkpoint,
+    load_training_state,
     save_checkpoint,
+    space_warning,
 )
-from visual_lps.config import TrainConfig, clear_run_folder, save_run_config
+from visual_lps.config import TrainConfig, check_writable, clear_run_folder, save_run_config
 from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.faults import StopRequest
 from visual_lps.observations import obs_spec, spec_to_yaml
 from visual_lps.policy import Policy
+from visual_lps.run_lock import RunLock, RunLockError
 from visual_lps.tasks import get_task
 from visual_lps.update import UpdateStep
 
@@ -42,15 +48,9 @@ VALIDATION_BATCHES = 4
 
 @dataclass
 class TrainingProgress:
-    """The step counter, checkpointed with the run."""
+    """The step counter, checkpointed with the run (in its training state, `visual_lps.checkpoint`)."""
 
     step: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
 
 
 def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
@@ -69,12 +69,14 @@ class TrainingOutcome:
     """the signal that stopped the run early (after a checkpoint), if any"""
 
 
+def is_out_of_memory(error: RuntimeError) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
 def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     """Train, evaluate and checkpoint until `steps`, a stop signal (checkpoint, then return) or a non-finite
-    value (SystemExit naming it; the last good checkpoint stays)."""
-    import yaml
-    from torch.utils.tensorboard import SummaryWriter
-
+    value (SystemExit naming it; the last good checkpoint stays). The main process holds the run folder's lock
+    throughout: a second run on the same --out is refused before it loads data or clears anything."""
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
     if accelerator.mixed_precision == "fp16":
         raise SystemExit("error: mixed precision fp16 is not supported (it needs loss scaling): use bf16 "
@@ -89,6 +91,28 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     if accelerator.device.type == "cuda":
         torch.set_float32_matmul_precision("high" if train_cfg.tf32 else "highest")
         torch.backends.cudnn.allow_tf32 = train_cfg.tf32
+    lock = None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock.acquire(train_cfg.out)
+        except RunLockError as e:
+            raise SystemExit(f"error: --out {e}") from None
+    try:
+        if lock is not None:
+            if lock.taken_over:
+                accelerator.print(f"warning: {lock.taken_over}")
+            check_writable(lock.folder)
+        return _train(accelerator, train_cfg, agent_cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
+    """The run itself, its folder locked by the main process."""
+    import yaml
+    from torch.utils.tensorboard import SummaryWriter
+
     run_dir = Path(train_cfg.out)
     task = get_task(train_cfg.task)
     try:
@@ -134,7 +158,6 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     if valid_data is not None and accelerator.is_main_process:
         valid_sampler = make_sampler(valid_data, train_cfg.seed, "held-out (mask/valid) demos", None)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress, sampler)
 
     if train_cfg.resume:
         ckpt, skipped = latest_complete_checkpoint(run_dir)
@@ -144,9 +167,14 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             found = f"only incomplete ones ({len(skipped)})" if skipped else "no checkpoint"
             raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds {found}")
         try:
+            check_data_only(ckpt)  # before Accelerate unpickles anything of it
+            progress.step, generators = load_training_state(ckpt)
             accelerator.load_state(str(ckpt))
+        except CheckpointError as e:
+            raise SystemExit(f"error: --resume: {e}") from None
         except Exception as e:  # a damaged checkpoint written before manifests
             raise SystemExit(f"error: --resume: cannot load checkpoint {ckpt} ({type(e).__name__}: {e})") from None
+        sampler.load_state_dict({"generators": generators})
         accelerator.print(f"resumed from {ckpt} at step {progress.step}")
 
     writer = None
@@ -154,7 +182,6 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     if accelerator.is_main_process:
         if train_cfg.overwrite:
             clear_run_folder(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
         agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path),
                       "sparse": task_data.sparse}
@@ -166,6 +193,10 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
             f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
         )
         accelerator.print(f"data: {sampler.placement_reason}{share.describe()}")
+        warning = space_warning(run_dir, checkpoint_bytes(core), progress.step, train_cfg.steps,
+                                train_cfg.save_every, train_cfg.keep_last)
+        if warning:
+            accelerator.print(warning)
 
     def run_validation(step: int) -> dict[str, float]:
         """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""
@@ -196,7 +227,8 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         update.check_finite()
         start = time.time()
         check_ranks_in_sync(accelerator, core)
-        saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last)
+        generators = sampler.state_dict()["generators"]  # every process's: all of them gather them
+        saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last, generators)
         if writer is not None:
             writer.add_scalar("perf/checkpoint_seconds", time.time() - start, step)
         if accelerator.num_processes > 1:
@@ -252,6 +284,12 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         raise SystemExit(f"error: {e}; the run stops here, {kept}") from None
     except CheckpointWriteError as e:
         raise SystemExit(f"error: {e}") from None
+    except RuntimeError as e:
+        if not is_out_of_memory(e):
+            raise
+        first_line = str(e).strip().splitlines()[0]
+        raise SystemExit(f"error: out of memory at step {progress.step + 1} with --batch-size {train_cfg.batch_size} "
+                         f"per process ({first_line}); give a smaller --batch-size") from None
     finally:
         stop.restore()
         bar.close()
