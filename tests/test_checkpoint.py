@@ -116,13 +116,15 @@ def foreign_weights(ckpt: Path) -> None:
 DAMAGES = {  # what is done to a checkpoint -> (the file named, what the message says)
     "weights of another agent": (foreign_weights, "model.safetensors", "not the weights of the lps agent"),
     "unknown agent": (lambda c: edit_config(c, "agent: lps", "agent: nope"), "config.yaml", "unknown agent 'nope'"),
-    "unreadable yaml": (lambda c: (c / "config.yaml").write_text("train: [unclosed"), "config.yaml", "not valid YAML: expected"),
+    "unreadable yaml": (lambda c: (c / "config.yaml").write_text("train: [unclosed"), "config.yaml",
+                        "not valid YAML: expected"),
     "extra field": (lambda c: edit_config(c, "agent:\n", "agent:\n  bogus: 1\n"), "config.yaml", "['bogus']"),
     "empty config": (lambda c: (c / "config.yaml").write_text(""), "config.yaml", "no 'train' and 'agent' sections"),
     "bad agent spec": (lambda c: (c / "agent_spec.yaml").write_text("obs_spec: [3]\n"), "agent_spec.yaml",
                        "not an agent spec"),
     "spec of a list": (lambda c: (c / "agent_spec.yaml").write_text("- 1\n"), "agent_spec.yaml", "not an agent spec"),
-    "manifest list": (lambda c: (c / "manifest.json").write_text("[]"), "step_00000002", "manifest.json is a JSON list"),
+    "manifest list": (lambda c: (c / "manifest.json").write_text("[]"), "step_00000002",
+                      "manifest.json is a JSON list"),
     "manifest entry": (lambda c: (c / "manifest.json").write_text('{"config.yaml": {}}'), "step_00000002",
                        "has no size"),
 }

@@ -162,3 +162,27 @@ def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube
         with pytest.raises(SystemExit) as bad:
             runpy.run_path(str(REPO / "tools" / "evaluate.py"), run_name="__main__")
         assert bad.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_what_train_py_cannot_do_is_one_error_line_before_the_first_step(tiny_cube_dir: Path, tmp_path: Path):
+    """A batch too large for memory, an --out that cannot be made, a tb/ that cannot be written."""
+    from tests.test_trainer import mounted_tmpfs
+    from visual_lps.config import parse_args
+    from visual_lps.trainer import train
+
+    def refused(out: Path, *extra: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            train(*parse_args(["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
+                               *TINY_NETS, "--eval-episodes", "0", "--steps", "2", *extra]))
+        assert isinstance(stop.value.code, str) and "\n" not in stop.value.code
+        return stop.value.code
+
+    assert refused(tmp_path / "big", "--batch-size", "1000000000000").startswith(
+        "error: out of memory at step 1 with --batch-size 1000000000000 per process (")
+    assert refused(Path("/proc/visual-lps-run")) == ("error: --out /proc/visual-lps-run: cannot create the run folder "
+                                                      "(No such file or directory)")
+    with mounted_tmpfs(tmp_path / "run" / "tb", "ro,size=64k"):
+        (tmp_path / "run" / "config.yaml").write_text("train: {}\n")
+        assert refused(tmp_path / "run", "--overwrite") == (f"error: --out {tmp_path / 'run'}: cannot write to "
+                                                            f"{tmp_path / 'run' / 'tb'} (Read-only file system)")
+    assert (tmp_path / "run" / "config.yaml").read_text() == "train: {}\n"  # refused before --overwrite cleared it
