@@ -16,7 +16,9 @@ from visual_lps.checkpoint import (
     latest_checkpoint,
     latest_complete_checkpoint,
     load_agent,
+    load_training_state,
     rotate_checkpoints,
+    save_training_state,
     space_warning,
     verify_checkpoint,
     weights_digest,
@@ -184,3 +186,22 @@ def test_a_warning_when_the_checkpoints_kept_will_not_fit_the_free_disk(tmp_path
     assert warning.startswith("warning: the 11 checkpoints this run will keep") and "--keep-last" in warning
     assert space_warning(tmp_path, each, 0, 1050, 100, keep_last=3) is None
     assert space_warning(tmp_path, each, 500, 1500, 100, keep_last=0) is None  # resumed at 500: 10 more
+
+
+def test_the_training_state_is_tensors_that_set_every_processs_generator(tmp_path: Path):
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 2, 3)]
+    save_training_state(tmp_path / "training_state.safetensors", 7, [g.get_state() for g in generators])
+    step, states = load_training_state(tmp_path)
+    assert step == 7 and len(states) == 3
+    for state, original in zip(states, generators):
+        restored = torch.Generator()
+        restored.set_state(state)
+        assert torch.equal(torch.rand(4, generator=restored), torch.rand(4, generator=original))
+
+
+def test_a_checkpoint_from_before_the_training_state_file_resumes_from_its_pickles_read_as_data(tmp_path: Path):
+    generator = torch.Generator().manual_seed(5)
+    torch.save({"step": 4}, tmp_path / "custom_checkpoint_0.pkl")
+    torch.save({"generators": [generator.get_state()]}, tmp_path / "custom_checkpoint_1.pkl")
+    step, states = load_training_state(tmp_path)
+    assert step == 4 and torch.equal(states[0], generator.get_state())

@@ -141,7 +141,8 @@ def load_training_state(folder: Path) -> tuple[int, list[torch.Tensor]]:
     try:
         if (folder / TRAINING_STATE).exists():
             state = load_file(str(folder / TRAINING_STATE))
-            return int(state["step"][0]), list(state["sampler_generators"].unbind(0))
+            # One tensor each: Generator.set_state crashes on a row of the stacked tensor (a view at an offset).
+            return int(state["step"][0]), [row.clone() for row in state["sampler_generators"]]
         progress = torch.load(folder / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=True)
         sampler = torch.load(folder / "custom_checkpoint_1.pkl", map_location="cpu", weights_only=True)
         return int(progress["step"]), list(sampler["generators"])
