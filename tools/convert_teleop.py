@@ -6,11 +6,12 @@
         --image-topic front=/camera/color/image_raw --state-topic joints=/joint_states --action-topic /cmd
     python tools/convert_teleop.py --format folder  EPISODES_DIR    data/my_robot.hdf5 --rewards step-penalty
 
-The output is written to a temporary file beside OUT and renamed when complete: a failed or interrupted
-conversion leaves no file at OUT. An existing OUT is replaced only with --overwrite; missing parent folders
-are created. SIGTERM or SIGINT (Ctrl-C) stops a conversion, removes its temporary file and exits with status
-128 + the signal's number (143, 130); a temporary file left by a killed conversion is removed by the next
-conversion to the same OUT, which says so.
+The output is written to a temporary file beside OUT, validated, and renamed only then: a failed, invalid or
+interrupted conversion leaves no file at OUT (and an OUT already there untouched). OUT may not lie inside the
+source. An existing OUT is replaced only with --overwrite; missing parent folders are created. SIGTERM or SIGINT
+(Ctrl-C) stops a conversion, removes its temporary file and exits with status 128 + the signal's number (143,
+130); a temporary file left by a killed conversion is removed by the next conversion to the same OUT, which says
+so.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from tqdm import tqdm
 import visual_lps  # noqa: F401
 from visual_lps.data.converters import FORMATS, open_source
 from visual_lps.data.converters.common import ConversionError, ConvertOptions, parse_mapping
-from visual_lps.data.robot_hdf5 import COMPRESSIONS, REWARD_SCHEMES, HDF5DatasetWriter, validate_hdf5
+from visual_lps.data.robot_hdf5 import COMPRESSIONS, REWARD_SCHEMES, HDF5DatasetWriter
+
+MAX_SIDE = 2048
+"""--resize bound: a frame of 2048x2048 takes 12 MiB (48 MiB as floats while resized); a larger size is a typo,
+and would fail on allocation"""
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -36,8 +41,8 @@ def parse_size(value: str) -> tuple[int, int]:
         size = int(height), int(width or height)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH (e.g. 128x128), got {value!r}") from None
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {value!r}")
+    if not all(1 <= side <= MAX_SIDE for side in size):
+        raise argparse.ArgumentTypeError(f"each side must be in 1..{MAX_SIDE}, got {value!r}")
     return size
 
 
@@ -107,11 +112,15 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Before any source is read: OUT is a file path, replaced only when asked, written by no other conversion;
-    temporary files of a killed conversion to OUT are removed (and said so)."""
+def prepare_output(out: Path, src: Path, overwrite: bool) -> None:
+    """Before any source is read: OUT is a file path outside the source, replaced only when asked, written by no
+    other conversion; temporary files of a killed conversion to OUT are removed (and said so)."""
     if out.suffix not in (".hdf5", ".h5"):
         raise ConversionError(f"{out}: the output must end in .hdf5 or .h5")
+    resolved, source = out.resolve(), src.resolve()  # links and '..' resolved: the files they name
+    if resolved == source or source in resolved.parents:
+        raise ConversionError(f"{out}: the output is inside the source {src}: write it elsewhere (replacing a "
+                              f"recording would lose it, and the next conversion would read the output)")
     if out.is_dir():
         raise ConversionError(f"{out} is a folder: OUT must be the path of a .hdf5 file")
     if out.exists() and not overwrite:
@@ -134,16 +143,18 @@ def convert(args: argparse.Namespace, stop: StopOnSignal) -> None:
         action_topic=args.action_topic,
         default_success=args.default_success,
     )
+    # Made first: it checks --failure-penalty, --valid-fraction, ... before any source is read.
+    writer = HDF5DatasetWriter(args.out, compression=args.compression, reward_scheme=args.rewards,
+                               failure_penalty=args.failure_penalty, valid_fraction=args.valid_fraction,
+                               split_seed=args.split_seed)
     if not args.src.exists():
         raise ConversionError(f"{args.src}: no such file or folder")
-    prepare_output(args.out, args.overwrite)
+    prepare_output(args.out, args.src, args.overwrite)
     source = open_source(args.format, args.src, options)
-    facts = {"source_format": args.format, "source": str(args.src), "env_name": args.env_name or args.src.stem}
-    facts |= source.facts()
+    writer.env_args = {"source_format": args.format, "source": str(args.src),
+                       "env_name": args.env_name or args.src.stem} | source.facts()
     start, frames = time.time(), 0
-    with HDF5DatasetWriter(args.out, compression=args.compression, reward_scheme=args.rewards,
-                           failure_penalty=args.failure_penalty, valid_fraction=args.valid_fraction,
-                           split_seed=args.split_seed, env_args=facts) as writer:
+    with writer:  # validates the file before it takes OUT's name
         for episode in tqdm(source.episodes(), total=len(source), desc="converting", unit="ep"):
             stop.check()
             writer.add(episode)
@@ -151,7 +162,7 @@ def convert(args: argparse.Namespace, stop: StopOnSignal) -> None:
         stop.check()
     elapsed = time.time() - start
     print(f"converted {frames} frames in {elapsed:.1f}s ({frames / max(elapsed, 1e-9):.0f} frames/s)")
-    print(validate_hdf5(args.out))
+    print(writer.summary)
     stop.check()
 
 

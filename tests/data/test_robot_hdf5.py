@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from visual_lps.data import robot_hdf5
 from visual_lps.data.robot_data import H5Rows, load_robot_data
 from visual_lps.data.robot_hdf5 import (
     DatasetFormatError,
@@ -80,6 +81,28 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="episode-0: cameras"):
         write(path, [make_episode(5), bad])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_written_file_that_fails_validation_never_takes_the_target_path(tmp_path, monkeypatch):
+    """The writer's last safeguard: a file the validator refuses is removed, and a file already at the path kept."""
+    path = tmp_path / "robot.hdf5"
+    path.write_text("yesterday's dataset")
+    label = robot_hdf5.label_rewards
+    monkeypatch.setattr(robot_hdf5, "label_rewards", lambda *args: (label(*args)[0] * np.nan, label(*args)[1]))
+    with pytest.raises(DatasetFormatError, match=rf"^{path}: not a valid .*\n  data/demo_0/rewards: contains NaN"):
+        write(path, [make_episode(5)])
+    assert list(tmp_path.iterdir()) == [path] and path.read_text() == "yesterday's dataset"
+
+
+def test_bad_writer_options_are_named_by_their_flag(tmp_path):
+    for options, message in [({"failure_penalty": float("nan")}, "--failure-penalty nan: must be a finite number"),
+                             ({"valid_fraction": 1.0}, r"--valid-fraction 1.0: must be in \[0, 1\)")]:
+        with pytest.raises(ValueError, match=message):
+            HDF5DatasetWriter(tmp_path / "robot.hdf5", **options)
+    nan_rewards = make_episode(4)
+    nan_rewards.rewards = np.array([0, np.nan, 0, 1], np.float32)
+    with pytest.raises(ValueError, match="episode-0: the recorded rewards contain NaN or inf"):
+        label_rewards(nan_rewards, "source")
 
 
 def test_reward_schemes():

@@ -130,6 +130,8 @@ def label_rewards(
         if episode.rewards is None:
             raise ValueError(f"{episode.source}: reward scheme 'source' but the source records no rewards")
         rewards = np.asarray(episode.rewards, np.float32)
+        if not np.isfinite(rewards).all():
+            raise ValueError(f"{episode.source}: the recorded rewards contain NaN or inf")
         terminals[-1] = episode.success
     else:
         raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {', '.join(REWARD_SCHEMES)}")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 from tests.data.converters import test_droid, test_folder, test_lerobot, test_rosbag
-from visual_lps.data.converters import FORMATS, open_source
+from visual_lps.data.converters import FORMATS, common, open_source
 from visual_lps.data.converters.common import (RESIZE_BATCH, ConversionError, ConvertOptions, FrameBatcher, Source,
                                                bgr_to_rgb, check_increasing, decode_image, outcome_folders,
                                                resize_frames)
@@ -48,6 +48,18 @@ def test_frame_batcher_keeps_order_and_resizes_like_the_whole_episode(resize: tu
         batcher.add(frame)
     expected = frames if resize is None else resize_frames(frames, resize)
     np.testing.assert_array_equal(batcher.array(), expected)
+
+
+def test_large_frames_are_resized_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch):
+    """The float copies stay near RESIZE_FLOAT_BYTES: 64 frames enlarged to 2048x2048 would take 6 GiB at once."""
+    frames = np.random.default_rng(0).integers(0, 256, (10, 6, 10, 3), dtype=np.uint8)
+    whole = resize_frames(frames, (12, 8))
+    calls = []
+    interpolate = common.F.interpolate
+    monkeypatch.setattr(common.F, "interpolate", lambda x, **kw: calls.append(len(x)) or interpolate(x, **kw))
+    monkeypatch.setattr(common, "RESIZE_FLOAT_BYTES", 3 * 2 * 3 * 4 * 12 * 10)  # 3 frames of the larger size
+    np.testing.assert_array_equal(resize_frames(frames, (12, 8)), whole)
+    assert calls == [3, 3, 3, 1]
 
 
 def encode(pixels: np.ndarray, fmt: str) -> bytes:

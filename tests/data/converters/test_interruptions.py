@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
 from tests.data.converters.conftest import assert_fails_cleanly, convert
 from tests.data.converters.test_droid import write_trajectory
+from tests.data.converters.test_folder import write_episode
 
 
 @pytest.fixture
@@ -92,3 +94,59 @@ def test_missing_parent_folders_are_created(droid_source: Path, tmp_path: Path):
     out = tmp_path / "new" / "folder" / "robot.hdf5"
     assert convert("--format", "droid", droid_source, out).returncode == 0
     assert out.is_file()
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_inside_the_source_is_refused_even_with_overwrite(droid_source: Path, tmp_path: Path):
+    """A recording replaced by the output is lost, and the next conversion reads the output as a recording."""
+    before = tree(droid_source)
+    (tmp_path / "link").symlink_to(droid_source)
+    recording = droid_source / "success" / "traj_0" / "trajectory.h5"
+    for out in (droid_source / "robot.hdf5", recording, tmp_path / "link" / "success" / "robot.hdf5",
+                tmp_path / "elsewhere" / ".." / "droid" / "robot.h5"):
+        result = convert("--format", "droid", droid_source, out, "--overwrite")
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert f"error: {out}: the output is inside the source {droid_source}" in result.stderr
+    assert tree(droid_source) == before
+    single = tmp_path / "recording.h5"  # the output equal to a source file
+    single.write_bytes(b"a recording")
+    result = convert("--format", "droid", single, single, "--overwrite")
+    assert "the output is inside the source" in result.stderr and single.read_bytes() == b"a recording"
+
+
+def test_a_conversion_that_fails_at_the_end_keeps_the_file_it_would_replace(tmp_path: Path):
+    """Source rewards with a NaN: the run fails (naming the episode) and the existing OUT stays as it was."""
+    src, out_dir = tmp_path / "episodes", tmp_path / "out"
+    write_episode(src / "ep0", 5, 0)
+    write_episode(src / "ep1", 5, 1)
+    rewards = np.load(src / "ep1" / "rewards.npy")
+    rewards[2] = np.nan
+    np.save(src / "ep1" / "rewards.npy", rewards)
+    out_dir.mkdir()
+    (out_dir / "robot.hdf5").write_text("yesterday's dataset")
+    result = convert("--format", "folder", src, out_dir / "robot.hdf5", "--rewards", "source", "--overwrite")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "ep1: the recorded rewards contain NaN or inf" in result.stderr
+    assert tree(out_dir) == {"robot.hdf5": b"yesterday's dataset"}
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--failure-penalty", "nan", "error: --failure-penalty nan: must be a finite number"),
+    ("--failure-penalty", "-inf", "error: --failure-penalty -inf: must be a finite number"),
+    ("--valid-fraction", "nan", "error: --valid-fraction nan: must be in [0, 1)"),
+    ("--resize", "100000x100000", "argument --resize: each side must be in 1..2048, got '100000x100000'"),
+    ("--resize", "0x64", "argument --resize: each side must be in 1..2048, got '0x64'"),
+])
+def test_bad_flag_values_are_refused_before_any_work(droid_source: Path, tmp_path: Path, flag: str, value: str,
+                                                     message: str):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "robot.hdf5").write_text("kept")
+    result = convert("--format", "droid", droid_source, out_dir / "robot.hdf5", "--overwrite", "--rewards",
+                     "step-penalty", f"{flag}={value}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1].endswith(message), result.stderr
+    assert "converting" not in result.stderr and tree(out_dir) == {"robot.hdf5": b"kept"}

@@ -22,6 +22,8 @@ from visual_lps.data.robot_hdf5 import Episode
 
 RESIZE_BATCH = 64
 """frames resized per call: one call per frame is slow, one per episode holds the whole episode at source size"""
+RESIZE_FLOAT_BYTES = 256 << 20
+"""memory of the float copies `resize_frames` makes at once: 64 frames resized to 2048x2048 would take 6 GiB"""
 OUTCOME_FOLDERS = {"success": True, "failure": False}
 """DROID's layout: an episode under a top-level success/ or failure/ folder of the source has that outcome"""
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
@@ -87,12 +89,18 @@ def select_cameras(images: Mapping[str, np.ndarray], options: ConvertOptions, so
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, height, width, 3) uint8, antialiased bilinear."""
+    """(N, H, W, 3) uint8 -> (N, height, width, 3) uint8, antialiased bilinear, a few frames at a time so that the
+    float copies stay near RESIZE_FLOAT_BYTES even for large frames."""
     if frames.shape[1:3] == tuple(size):
         return frames
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    pixels = max(frames.shape[1] * frames.shape[2], size[0] * size[1])
+    step = max(1, RESIZE_FLOAT_BYTES // (2 * 3 * 4 * pixels))  # float32 input and output
+    out = np.empty((len(frames), *size, 3), np.uint8)
+    for start in range(0, len(frames), step):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + step])).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        out[start:start + step] = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
 
 
 class FrameBatcher:
