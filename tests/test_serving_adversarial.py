@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
-from websockets.sync.client import connect
 
 from tests.conftest import REPO
 from tests.test_policy import observation
@@ -105,7 +104,8 @@ def test_hostile_arrays_get_a_named_error_and_the_connection_stays_open(served, 
             client.infer(observation() | {"joints": observation()["joints"].astype(np.longdouble)})
         # messages the checks did not foresee: mixed key types, ragged lists
         reply = ask(client, msgpack.packb({b"joints": 1, "front_image": 2}))
-        assert reply == "bad request: observation key(s) ['joints', 'wrist_image'] missing (have [\"b'joints'\", 'front_image'])"
+        assert reply == ("bad request: observation key(s) ['joints', 'wrist_image'] missing "
+                         "(have [\"b'joints'\", 'front_image'])")
         with pytest.raises(RuntimeError, match="'joints' is not an array of numbers"):
             client.infer(observation() | {"joints": [[1.0], [2.0, 3.0]]})
         assert np.allclose(client.infer(observation())["actions"], expected, atol=1e-6)
@@ -221,10 +221,12 @@ def test_the_token_comes_from_a_file_or_the_environment_and_a_command_line_token
     assert token(token="typed") == "typed"
     assert "warning: --token is visible to every user of this machine (ps" in capsys.readouterr().err
     (tmp_path / "empty").write_text("\n")
-    for flags, message in [({"token_file": tmp_path / "missing"}, f"--token-file {tmp_path / 'missing'}: cannot read"),
-                           ({"token_file": tmp_path / "empty"}, "the token is empty or holds control characters"),
-                           ({"token": "a\rb"}, "--token: the token is empty or holds control characters"),
-                           ({"token": "a", "token_file": tmp_path / "token"}, "give --token-file or --token, not both")]:
+    for flags, message in [
+        ({"token_file": tmp_path / "missing"}, f"--token-file {tmp_path / 'missing'}: cannot read"),
+        ({"token_file": tmp_path / "empty"}, "the token is empty or holds control characters"),
+        ({"token": "a\rb"}, "--token: the token is empty or holds control characters"),
+        ({"token": "a", "token_file": tmp_path / "token"}, "give --token-file or --token, not both"),
+    ]:
         with pytest.raises(SystemExit):
             token(**flags)
         assert message in capsys.readouterr().err

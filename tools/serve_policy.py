@@ -8,8 +8,10 @@ receives the metadata (horizon, action_dim, the observation keys and shapes), th
 "observation") and receives `{"actions": (horizon, action_dim)}` in the robot's units. The server listens on
 loopback by default; any other address needs a token, which clients present as `Authorization: Api-Key TOKEN`.
 Give it in a file (--token-file, its first line) or in the environment variable VISUAL_LPS_TOKEN; --token TOKEN
-works too but shows the secret to every user of the machine (ps, /proc). A message larger than twice the run's
-largest valid observation plus 1 MiB (max_message_bytes in the metadata) closes its connection (code 1009).
+works too but shows the secret to every user of the machine (ps, /proc). The header's bytes are compared with
+the token's UTF-8 bytes (openpi-client sends headers as Latin-1: give it an ASCII token). A message larger than
+twice the run's largest valid observation plus 1 MiB (max_message_bytes in the metadata) closes its connection
+with code 1009 (message too big). The metadata names the run, not where it lies on this machine.
 SIGINT or SIGTERM closes the connections and stops the server (exit 130 or 143).
 """
 

@@ -158,7 +158,7 @@ class PolicyServer:
         self.policy = policy
         self.max_message_bytes = message_limit(policy.obs_spec)
         self.metadata = metadata | {"max_message_bytes": self.max_message_bytes}
-        self._expected = None if token is None else _authorizations(token)
+        self._expected = None if token is None else f"Api-Key {token}".encode()
         self._lock = threading.Lock()
 
     def reply(self, data: bytes | str) -> bytes | str:
@@ -190,18 +190,15 @@ class PolicyServer:
         return pack({"actions": np.ascontiguousarray(actions, dtype=np.float32), "server_timing": {"infer_ms": infer_ms}})
 
     def authorised(self, headers: Headers) -> bool:
-        """Exactly one Authorization header, equal as bytes (compared in constant time) to the token's. Header
-        values arrive decoded as Latin-1, so their bytes are recovered exactly, whatever a client sent."""
+        """Exactly one Authorization header whose bytes are the token's in UTF-8 (compared in constant time).
+        Header values arrive decoded as Latin-1, so their bytes are recovered exactly, whatever a client sent;
+        clients built on websockets (openpi-client) send Latin-1, so give them ASCII tokens."""
         if self._expected is None:
             return True
         values = headers.get_all("Authorization")
         if len(values) != 1:
             return False
-        try:
-            presented = values[0].encode("latin-1")
-        except UnicodeEncodeError:
-            return False
-        return any(hmac.compare_digest(presented, expected) for expected in self._expected)
+        return hmac.compare_digest(values[0].encode("latin-1"), self._expected)
 
     async def serve(self, host: str, port: int, stop: asyncio.Future,
                     on_ready: Callable[[int], None] | None = None) -> None:
@@ -230,17 +227,6 @@ class PolicyServer:
             if on_ready is not None:
                 on_ready(server.sockets[0].getsockname()[1])
             await stop
-
-
-def _authorizations(token: str) -> tuple[bytes, ...]:
-    """The Authorization values a token may arrive as: its UTF-8 bytes (curl, PolicyClient) or, where it has
-    them, its Latin-1 bytes (what websockets-based clients such as openpi-client send)."""
-    forms = [f"Api-Key {token}".encode()]
-    try:
-        forms.append(f"Api-Key {token}".encode("latin-1"))
-    except UnicodeEncodeError:
-        pass
-    return tuple(forms)
 
 
 class PolicyClient:
