@@ -11,6 +11,7 @@
 - act: one action chunk at batch 1 (p50 and p99 over --act-calls calls), eager and compiled.
 
     python bench/speed.py [--device cuda] [--steps 200] [--parts update,train,act] [--kinds state,visual,robot]
+    python bench/speed.py --parts data      # only make the small datasets of the train.py rows
 
 Compare with the JAX reference on the same machine in the same hour (../shared/bench/README.md).
 """
@@ -187,7 +188,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=None,
                         help="steps of each train.py run (default 2,000 on CUDA, 200 on CPU)")
     parser.add_argument("--act-calls", type=int, default=1000)
-    parser.add_argument("--parts", default="update,train,act", help="comma-separated: update, train, act")
+    parser.add_argument("--parts", default="update,train,act",
+                        help="comma-separated: update, train, act; or data (only make train's datasets)")
     parser.add_argument("--kinds", default="state,visual,robot", help="comma-separated: state, visual, robot")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated update variants")
     parser.add_argument("--data-dir", default="data/bench-speed", help="where the small datasets are made once")
@@ -220,6 +222,10 @@ def main() -> None:
             print(f"| {work} | {kind} | {variant} | failed: {message[:200]} | |", flush=True)
 
     for kind in kinds:
+        if "data" in parts:
+            with row("data", kind, "made once"):
+                train_commands(kind, ROOT / args.data_dir)
+                print(f"| data | {kind} | made once | ready in {args.data_dir} | |", flush=True)
         if "update" in parts:
             for variant in args.variants.split(","):
                 if (VARIANTS[variant][2] and kind == "state") or (VARIANTS[variant][3] and not on_cuda):
