@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_a_message_over_the_runs_limit_closes_its_connection_unread(served, robo
             client.infer(observation() | {"padding": np.zeros(limit, np.uint8)})
         assert client.infer(observation())["actions"].shape == (5, 4)  # the client refused it: still connected
         before = log.read_text()
-        client._connection.send(b"\0" * (64 << 20))
+        client._connection.send(b"\0" * (limit + 1))
         with pytest.raises(ConnectionClosed) as closed:
             client._connection.recv(timeout=30)
     assert closed.value.rcvd.code == 1009 and f"exceeds limit of {limit} bytes" in closed.value.rcvd.reason
@@ -245,3 +246,11 @@ def test_a_checkpoint_that_cannot_be_loaded_is_one_error_line(robot_run: Path, t
         assert tool.main(["--checkpoint", str(damaged), "--port", "0", "--device", "cpu"]) == 1
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and err.startswith("error: --checkpoint ") and str(config) in err, err
+
+
+def test_the_client_connects_as_websockets_asks_without_deprecation_warnings(served):
+    _, port, _ = served
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with PolicyClient(port=port) as client:
+            assert client.infer(observation())["actions"].shape == (5, 4)

@@ -237,8 +237,9 @@ class PolicyClient:
 
         # websockets writes header values as Latin-1: the token's UTF-8 bytes go out as they are.
         headers = {"Authorization": f"Api-Key {token}".encode().decode("latin-1")} if token else None
+        # Entered as a context manager (what websockets >= 17.1 asks for; close() ends it): the connection either way.
         self._connection = connect(f"ws://{host}:{port}", compression=None, max_size=None,
-                                   additional_headers=headers, open_timeout=timeout)
+                                   additional_headers=headers, open_timeout=timeout).__enter__()
         self.metadata = unpack(self._connection.recv())
 
     def infer(self, observation: dict[str, Any]) -> dict[str, Any]:
