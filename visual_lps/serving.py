@@ -219,8 +219,7 @@ class PolicyServer:
                 async for message in connection:
                     await connection.send(await asyncio.to_thread(self.reply, message))
             except ConnectionClosed as e:  # the client left, or sent too much: one line, no traceback
-                host, port = connection.remote_address[:2]
-                log.warning("client %s:%s disconnected (%s)", host, port, e)
+                log.warning("client %s:%s disconnected (%s)", *connection.remote_address[:2], e)
 
         async with serve(handler, host, port, compression=None, max_size=self.max_message_bytes,
                          process_request=check_token) as server:
