@@ -157,3 +157,11 @@ def test_resume_refuses_flags_that_change_what_the_run_learns_and_accepts_the_ot
     assert not resumed.tf32
     assert agent.lr == 3e-4
 
+
+
+def test_keep_last_help_says_what_the_default_keeps(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--keep-last KEEP_LAST keep only the newest this many checkpoints; 0 keeps every one" in help_text
+    assert "warns at start when they will not fit the free disk) (default: 0)" in help_text

@@ -120,8 +120,9 @@ def check_data_only(folder: Path) -> None:
     for path in sorted(p for p in folder.iterdir() if p.suffix in (".pkl", ".bin")):
         try:
             load(path, map_location="cpu")
-        except Exception as e:  # the weights-only unpickler's refusal, or a damaged file
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except Exception as e:  # the weights-only unpickler's refusal (its reason after its advice), or damage
+            text, refusal = str(e), "WeightsUnpickler error: "
+            reason = text.split(refusal, 1)[1].split(". ")[0] if refusal in text else one_line(e)
             raise CheckpointError(f"checkpoint {folder}: {path.name} is not plain data, refused ({reason})") from None
 
 

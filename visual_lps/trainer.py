@@ -70,6 +70,7 @@ class TrainingOutcome:
 
 
 def is_out_of_memory(error: RuntimeError) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's plain RuntimeError (a batch too large for the host)."""
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
