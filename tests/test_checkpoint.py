@@ -205,3 +205,16 @@ def test_a_checkpoint_from_before_the_training_state_file_resumes_from_its_pickl
     torch.save({"generators": [generator.get_state()]}, tmp_path / "custom_checkpoint_1.pkl")
     step, states = load_training_state(tmp_path)
     assert step == 4 and torch.equal(states[0], generator.get_state())
+
+
+def test_serve_policy_hashes_each_checkpoint_file_once(robot_run: Path, monkeypatch):
+    import asyncio
+
+    hashed: list[str] = []
+    digest = visual_lps.checkpoint.file_sha256
+    monkeypatch.setattr(visual_lps.checkpoint, "file_sha256", lambda path: hashed.append(path.name) or digest(path))
+    monkeypatch.setattr(asyncio, "run", lambda coroutine: coroutine.close() or 0)  # loaded; not served
+    serve = runpy.run_path(str(REPO / "tools" / "serve_policy.py"))["main"]
+    assert serve(["--checkpoint", str(robot_run), "--port", "0"]) == 0
+    manifest = json.loads((robot_run / "checkpoints" / "step_00000002" / "manifest.json").read_text())
+    assert sorted(hashed) == sorted(manifest)

@@ -390,3 +390,18 @@ def test_resume_refuses_a_planted_pickle_without_running_it(tiny_cube_dir: Path,
     assert not marker.exists()
     assert str(refused.value) == (f"error: --resume: checkpoint {ckpt}: {planted} is not plain data, refused "
                                   f"(Unsupported global: GLOBAL getattr was not an allowed global by default)")
+
+
+def test_a_run_whose_compilation_fails_says_why_in_one_line_and_finishes_eagerly(tiny_cube_dir: Path, tmp_path: Path,
+                                                                                 capsys):
+    from tests.test_update import failing_backend
+
+    torch._dynamo.reset()
+    name = "visual_lps_test_failing"
+    if name not in torch._dynamo.list_backends(exclude_tags=()):
+        torch._dynamo.register_backend(failing_backend, name=name)
+    out = tmp_path / "run"
+    outcome = train(*parse_args(tiny_run(tiny_cube_dir, out, "--steps", "4", "--compile", "--compile-backend", name)))
+    assert outcome.step == 4 and (out / "checkpoints" / "step_00000004").is_dir()
+    said = [line for line in capsys.readouterr().err.splitlines() if "compil" in line]
+    assert len(said) == 1 and "compiling the update failed" in said[0] and "--no-compile" in said[0], said

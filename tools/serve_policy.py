@@ -95,21 +95,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from visual_lps.checkpoint import resolve_checkpoint
+    from visual_lps.checkpoint import load_agent
     from visual_lps.observations import spec_to_yaml
-    from visual_lps.policy import Policy
+    from visual_lps.policy import Policy, resolve_device
     from visual_lps.serving import OBSERVATION_KEY, PolicyServer
 
-    try:  # a damaged or foreign checkpoint is one line, whichever file of it is at fault
-        checkpoint = resolve_checkpoint(args.checkpoint)
-        policy = Policy.load(checkpoint, args.device)
-        train = yaml.safe_load((checkpoint / "config.yaml").read_text())["train"]
+    try:  # a damaged or foreign checkpoint is one line, whichever file of it is at fault; each file hashed once
+        loaded = load_agent(args.checkpoint, resolve_device(args.device))
+        policy = Policy(loaded.agent, args.device)
     except (ValueError, OSError, yaml.YAMLError) as e:
         print(f"error: --checkpoint {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    spec = policy.obs_spec
-    metadata = {"run": run_name(checkpoint), "checkpoint": checkpoint.name, "agent": train["agent"],
-                "task": train["task"],
+    checkpoint, spec = loaded.path, policy.obs_spec
+    metadata = {"run": run_name(checkpoint), "checkpoint": checkpoint.name, "agent": loaded.train_cfg.agent,
+                "task": loaded.train_cfg.task,
                 "horizon": policy.horizon, "action_dim": policy.action_dim, "frame_stack": policy.frame_stack,
                 "observation_spec": spec_to_yaml(spec) if isinstance(spec, dict) else {OBSERVATION_KEY: list(spec)}}
     server = PolicyServer(policy, metadata, token)

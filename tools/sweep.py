@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from visual_lps.agents import AGENTS  # noqa: E402
 from visual_lps.checkpoint import latest_complete_checkpoint  # noqa: E402
+from visual_lps.run_lock import RunFolderInUse, RunLock, RunLockError  # noqa: E402
 from visual_lps.tasks import TASKS  # noqa: E402
 
 STATE_RUNS_PER_GPU = 4
@@ -46,7 +47,12 @@ class SweepRun:
     out: Path
 
     def state(self, steps: int) -> str:
-        """'finished', 'interrupted' (resumable) or 'new'."""
+        """'finished', 'in use' (by a run of another process), 'interrupted' (resumable) or 'new'."""
+        if self.out.is_dir():
+            try:
+                RunLock.acquire(self.out).release()
+            except RunFolderInUse:
+                return "in use"
         checkpoint, _ = latest_complete_checkpoint(self.out) if (self.out / "checkpoints").is_dir() else (None, [])
         if checkpoint is not None and int(checkpoint.name.removeprefix("step_")) >= steps:
             return "finished"
@@ -198,19 +204,35 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         parser.error(f"--out {out} is a file, not a folder")
 
+    try:  # one sweep at a time in OUT (its runs each hold their own folder's lock while they train)
+        lock = None if args.dry_run else RunLock.acquire(out)
+    except RunLockError as e:
+        print(f"error: --out: {e}", file=sys.stderr)
+        return 1
+    try:
+        return sweep(args, out, extra, Placement(device_ids(gpus), args.runs_per_gpu, args.jobs))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def sweep(args: argparse.Namespace, out: Path, extra: list[str], placement: Placement) -> int:
     runs = [SweepRun(task, agent, seed, out / task / agent / f"seed{seed}")
             for task in args.tasks for agent in args.agents for seed in args.seeds]
     plan = [(run, run.state(args.steps)) for run in runs]
-    placement = Placement(device_ids(gpus), args.runs_per_gpu, args.jobs)
-    verbs = {"finished": "skip (finished)", "interrupted": "resume", "new": "start"}
+    verbs = {"finished": "skip (finished)", "in use": "skip (in use by another process)", "interrupted": "resume",
+             "new": "start"}
     for i, (run, state) in enumerate(plan, 1):
         print(f"[{i}/{len(plan)}] {run.task} {run.agent} seed {run.seed}: {verbs[state]} -> {run.out}", flush=True)
-    todo = [(run, state) for run, state in plan if state != "finished"]
+    todo = [(run, state) for run, state in plan if state not in ("finished", "in use")]
     print(f"placement: {placement.describe([run for run, _ in todo])}", flush=True)
     if args.dry_run:
         return 0
     code = run_all(todo, args.steps, extra, placement)
-    if code == 0:
+    busy = sum(state == "in use" for _, state in plan)
+    if code == 0 and busy:
+        print(f"sweep done but for {busy} run(s) in use by another process: run the same command once they end")
+    elif code == 0:
         print(f"sweep done: {len(plan)} runs in {out}; tables and curves: python tools/report.py {out}")
     return code
 

@@ -35,6 +35,7 @@ from visual_lps.checkpoint import (
 from visual_lps.config import TrainConfig, check_writable, clear_run_folder, save_run_config
 from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
+from visual_lps.data.robot_hdf5 import DatasetFormatError
 from visual_lps.faults import StopRequest
 from visual_lps.observations import obs_spec, spec_to_yaml
 from visual_lps.policy import Policy
@@ -236,9 +237,10 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
             accelerator.print(f"checkpoint {saved.name}: weights identical on all {accelerator.num_processes} processes")
 
     outcome = TrainingOutcome(step=progress.step)
-    update = UpdateStep(core, adam, compile=compile_update(train_cfg, accelerator.device),
-                        backend=train_cfg.compile_backend, mixed_precision=accelerator.mixed_precision,
-                        first_step=progress.step)
+    compiled = compile_update(train_cfg, accelerator.device)
+    core.compile_act_on_cuda = compiled  # evaluation's `act` follows --compile / --no-compile
+    update = UpdateStep(core, adam, compile=compiled, backend=train_cfg.compile_backend,
+                        mixed_precision=accelerator.mixed_precision, first_step=progress.step)
     tf32 = accelerator.device.type == "cuda" and train_cfg.tf32
     accelerator.print(f"update: {update.describe()}" + (", TF32 matmuls" if tf32 else ""))
     stop = StopRequest()
@@ -279,7 +281,7 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
             if stopping:
                 outcome.stopped_by = stop.signal_name or "a signal to another process"
                 break
-    except FloatingPointError as e:
+    except (FloatingPointError, DatasetFormatError) as e:  # a NaN; a damaged frame read while training
         last = latest_checkpoint(run_dir)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
         raise SystemExit(f"error: {e}; the run stops here, {kept}") from None

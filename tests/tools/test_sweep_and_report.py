@@ -173,3 +173,33 @@ def test_sweep_gpu_flags_bad_values_are_named(monkeypatch, capsys):
         with pytest.raises(SystemExit):
             sweep_tool.main(["--tasks", "cube-single", "--steps", "1", "--dry-run", *args])
         assert message in capsys.readouterr().err
+
+
+def test_a_sweep_skips_a_run_another_process_holds_and_a_second_sweep_on_its_out_is_refused(
+    monkeypatch, tmp_path: Path, capsys
+):
+    from visual_lps.run_lock import RunLock
+
+    sweep_tool = load_sweep_module()
+    monkeypatch.setattr(sweep_tool, "visible_gpus", lambda: 0)
+    out = tmp_path / "sweep"
+    held = out / "cube-single" / "lps" / "seed0"
+    held.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from visual_lps.run_lock import RunLock; "
+                               f"lock = RunLock.acquire({str(held)!r}); print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = []
+        monkeypatch.setattr(sweep_tool, "run_all", lambda todo, *args: started.extend(todo) or 0)
+        argv = ["--tasks", "cube-single", "--agents", "lps", "--seeds", "0,1", "--steps", "1", "--out", str(out)]
+        assert sweep_tool.main(argv) == 0
+        printed = capsys.readouterr().out
+        assert "seed 0: skip (in use by another process)" in printed and "but for 1 run(s) in use" in printed
+        assert [run.seed for run, _ in started] == [1]
+        with RunLock.acquire(out):  # another sweep holds OUT
+            assert sweep_tool.main(argv) == 1
+        assert "is in use by another run: pid" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

@@ -91,12 +91,19 @@ def test_loading_a_damaged_file_names_file_demo_and_key(damaged: Path):
         on_disk.observations["front_image"][np.array([0, 8 + 4])]
 
 
-def test_train_py_names_a_damaged_chunk_in_one_error_line(damaged: Path, tmp_path: Path):
+@pytest.mark.parametrize("cache", ["ram", "none"])
+def test_train_py_names_a_damaged_chunk_in_one_error_line(tmp_path: Path, cache: str):
+    """Read while loading (ram), or by a batch while training (none: the run stops, naming the file)."""
+    damaged = tmp_path / "robot.hdf5"
+    write(damaged, [make_episode(8, seed=i) for i in range(3)], valid_fraction=0.0)
+    corrupt_chunk(damaged, "data/demo_1/obs/front_image", 0)  # the first row of a demo: every chunk start reads it
     result = subprocess.run([sys.executable, "train.py", "--task", "robot", "--dataset", str(damaged), "--out",
-                             str(tmp_path / "run"), "--eval-episodes", "0", "--data-cache", "ram"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "run"), "--eval-episodes", "0", "--data-cache", cache,
+                             "--steps", "40", "--batch-size", "16", "--prior-hidden-dims", "16",
+                             "--critic-hidden-dims", "16", "--actor-hidden-dims", "16", "--no-progress"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    assert f"error: {damaged}: data/demo_1/obs/front_image: cannot be read" in result.stderr
+    assert f"error: {damaged}: data/demo_1/obs/front_image" in result.stderr and "cannot be read" in result.stderr
 
 
 def test_mask_names_that_are_not_text_are_named(tmp_path: Path):
