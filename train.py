@@ -14,8 +14,8 @@ import os
 import signal
 import sys
 
-from visual_lps.config import parse_args
-from visual_lps.trainer import train
+from visual_lps.training.flags import parse_args
+from visual_lps.training.trainer import train
 
 
 def main() -> int:

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from visual_lps.agents.lps import LPSAgent, LPSConfig  # noqa: E402
-from visual_lps.export import export_policy  # noqa: E402
-from visual_lps.policy import Policy  # noqa: E402
-from visual_lps.serving import OBSERVATION_KEY, PolicyClient, PolicyServer  # noqa: E402
+from visual_lps.deploy.export import export_policy  # noqa: E402
+from visual_lps.deploy.policy import Policy  # noqa: E402
+from visual_lps.deploy.serving import OBSERVATION_KEY, PolicyClient, PolicyServer  # noqa: E402
 
 KINDS = {
     "state": (dict(), (28,), 5),

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from visual_lps.agents.lps import LPSAgent, LPSConfig  # noqa: E402
-from visual_lps.update import UpdateStep  # noqa: E402
+from visual_lps.training.update import UpdateStep  # noqa: E402
 
 KINDS = {
     "state": (dict(), (28,), 5),

@@ -54,7 +54,7 @@ def measure(path: str) -> None:
     import ogbench.manipspace  # noqa: F401
 
     before = rss_kib()
-    data = load_ogbench_task_data(path, get_task("visual-cube"), 1, sparse=False)
+    data = load_ogbench_task_data(path, get_task("visual-cube").eval_env_name(1), sparse=False)
     sampler = ChunkSampler(data, DataNeeds(5, 3), device="cpu", seed=0)
     sampler.sample(256)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

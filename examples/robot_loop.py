@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.steps < 1 or args.replan_every < 1:
         parser.error("--rate must be positive, --steps and --replan-every at least 1")
 
-    from visual_lps.execution import ChunkExecutor
+    from visual_lps.deploy.execution import ChunkExecutor
 
     if args.server:
-        from visual_lps.serving import PolicyClient
+        from visual_lps.deploy.serving import PolicyClient
 
         host, _, port = args.server.removeprefix("ws://").rpartition(":")
         client = PolicyClient(host, int(port), args.token)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         def ask(observation):
             return client.infer(observation)["actions"]
     else:
-        from visual_lps.policy import Policy
+        from visual_lps.deploy.policy import Policy
 
         policy = Policy.load(args.checkpoint)
         spec = policy.obs_spec if isinstance(policy.obs_spec, dict) else {"observation": policy.obs_spec}

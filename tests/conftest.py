@@ -32,8 +32,8 @@ def tiny_visual_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def robot_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LPS run of 2 steps on a small robot HDF5 file (two cameras, 7-D joints, actions in [-2, 3])."""
     from tests.data.test_robot_hdf5 import make_episode, write
-    from visual_lps.config import parse_args
-    from visual_lps.trainer import train
+    from visual_lps.training.flags import parse_args
+    from visual_lps.training.trainer import train
 
     root = tmp_path_factory.mktemp("policy")
     write(root / "robot.hdf5", [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14])], valid_fraction=0.34)

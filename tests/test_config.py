@@ -11,7 +11,7 @@ from tests.conftest import REPO
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, field_docs, save_run_config
 from visual_lps.tasks import CONFIG_DIR, TASKS
-from visual_lps.config import parse_args
+from visual_lps.training.flags import parse_args
 
 
 @pytest.mark.parametrize("cls", [TrainConfig, *{cfg for cfg, _ in AGENTS.values()}])

@@ -87,7 +87,7 @@ def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions
     import torch
 
     from tests.data.converters.test_droid import write_trajectory
-    from visual_lps.checkpoint import load_agent
+    from visual_lps.runs.checkpoints import load_agent
 
     task = tmp_path / "droid_task"
     for i, outcome in enumerate(["success", "success", "failure", "success"]):
@@ -166,9 +166,9 @@ def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube
 
 def test_what_train_py_cannot_do_is_one_error_line_before_the_first_step(tiny_cube_dir: Path, tmp_path: Path):
     """A batch too large for memory, an --out that cannot be made, a tb/ that cannot be written."""
-    from tests.test_trainer import mounted_tmpfs
-    from visual_lps.config import parse_args
-    from visual_lps.trainer import train
+    from tests.training.test_trainer import mounted_tmpfs
+    from visual_lps.training.flags import parse_args
+    from visual_lps.training.trainer import train
 
     def refused(out: Path, *extra: str) -> str:
         with pytest.raises(SystemExit) as stop:

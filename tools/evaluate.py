@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visual_lps.execution import MODES
+from visual_lps.deploy.execution import MODES
 
 
 def write_video_atomic(path: Path, frames: list[np.ndarray], fps: int) -> None:
@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from visual_lps.checkpoint import CheckpointError, load_agent
+    from visual_lps.runs.checkpoints import CheckpointError, load_agent
     from visual_lps.envs.ogbench_env import evaluate, make_eval_env
-    from visual_lps.execution import ChunkExecutor
-    from visual_lps.policy import Policy
+    from visual_lps.deploy.execution import ChunkExecutor
+    from visual_lps.deploy.policy import Policy
     from visual_lps.tasks import get_task
 
     if args.episodes < 1:

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.parent.is_dir():
         parser.error(f"{args.out.parent}: no such folder")
 
-    from visual_lps.checkpoint import CheckpointError, load_agent
-    from visual_lps.export import export_policy
+    from visual_lps.runs.checkpoints import CheckpointError, load_agent
+    from visual_lps.deploy.export import export_policy
 
     try:
         agent, *_ = load_agent(args.checkpoint, args.device)

@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from visual_lps.checkpoint import load_agent
+    from visual_lps.runs.checkpoints import load_agent
     from visual_lps.observations import spec_to_yaml
-    from visual_lps.policy import Policy, resolve_device
-    from visual_lps.serving import OBSERVATION_KEY, PolicyServer
+    from visual_lps.deploy.policy import Policy, resolve_device
+    from visual_lps.deploy.serving import OBSERVATION_KEY, PolicyServer
 
     try:  # a damaged or foreign checkpoint is one line, whichever file of it is at fault; each file hashed once
         loaded = load_agent(args.checkpoint, resolve_device(args.device))

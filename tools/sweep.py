@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from visual_lps.agents import AGENTS  # noqa: E402
-from visual_lps.checkpoint import latest_complete_checkpoint  # noqa: E402
-from visual_lps.run_lock import RunFolderInUse, RunLock, RunLockError  # noqa: E402
+from visual_lps.runs.checkpoints import latest_complete_checkpoint  # noqa: E402
+from visual_lps.runs.lock import RunFolderInUse, RunLock, RunLockError  # noqa: E402
 from visual_lps.tasks import TASKS  # noqa: E402
 
 STATE_RUNS_PER_GPU = 4

@@ -79,7 +79,7 @@ class OGBenchTask:
                 raise FileNotFoundError(f"--dataset {path}: no such file")
         else:
             path = find_dataset(self.dataset_name, train_cfg.dataset_dir)
-        return TaskData(load_ogbench_task_data(path, self, train_cfg.task_id, sparse, share), None, path, sparse)
+        return TaskData(load_ogbench_task_data(path, self.eval_env_name(train_cfg.task_id), sparse, share), None, path, sparse)
 
     def prepare_agent(self, agent: nn.Module, data: TaskData) -> None:
         """OGBench actions are already in [-1, 1] and its states need no statistics."""

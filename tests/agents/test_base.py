@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.agents.test_lps import SMALL, image_agent, image_batch, make_agent
-from tests.test_update import KINDS, CountingBackend, batches, make
+from tests.training.test_update import KINDS, CountingBackend, batches, make
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 
 
@@ -62,7 +62,7 @@ def test_act_compiled_by_inductor_returns_the_eager_chunks():
 
 
 def test_act_goes_on_eagerly_when_compiling_fails_and_says_so_once(capsys):
-    from tests.test_update import failing_backend
+    from tests.training.test_update import failing_backend
 
     torch._dynamo.reset()
     agent = make("state").eval()

@@ -39,7 +39,7 @@ def test_puzzle_generation_records_button_states_and_relabels(tmp_path: Path):
     generate("puzzle-3x3-play-v0", tmp_path, episodes=1, seed=3, max_episode_steps=40, progress=False)
     with np.load(tmp_path / "puzzle-3x3-play-v0.npz") as f:
         assert f["button_states"].dtype == np.int64 and f["button_states"].shape == (40, 9)
-    data = load_ogbench_task_data(tmp_path / "puzzle-3x3-play-v0.npz", get_task("puzzle-3x3"), 1, sparse=True)
+    data = load_ogbench_task_data(tmp_path / "puzzle-3x3-play-v0.npz", get_task("puzzle-3x3").eval_env_name(1), sparse=True)
     assert set(np.unique(data.rewards)) <= {-1.0, 0.0}
     assert data.num_episodes == 1
 
@@ -107,7 +107,7 @@ def test_cube_rows_at_the_goal_pay_0_and_end_the_bootstrap_the_others_pay_minus_
 
     path = rewrite(tiny_cube_dir / "cube-single-play-v0.npz", tmp_path / "cube-single-play-v0.npz",
                    qpos=put_cube_at_goal)
-    data = load_ogbench_task_data(path, get_task("cube-single"), 2, sparse=False)
+    data = load_ogbench_task_data(path, get_task("cube-single").eval_env_name(2), sparse=False)
     assert data.observations.dtype == np.float32 and data.num_episodes == 3
     assert data.rewards[[3, 7]].tolist() == [0.0, 0.0] and data.masks[[3, 7]].tolist() == [0.0, 0.0]
     others = np.ones(len(data.rewards), bool)
@@ -128,8 +128,8 @@ def test_puzzle_dense_rewards_count_wrong_buttons_and_sparse_ones_only_say_solve
                    button_states=near_and_at_goal)
     with np.load(path) as f:
         wrong = (f["button_states"] != target).sum(axis=1)
-    dense = load_ogbench_task_data(path, get_task("puzzle-3x3"), 1, sparse=False)
-    sparse = load_ogbench_task_data(path, get_task("puzzle-3x3"), 1, sparse=True)
+    dense = load_ogbench_task_data(path, get_task("puzzle-3x3").eval_env_name(1), sparse=False)
+    sparse = load_ogbench_task_data(path, get_task("puzzle-3x3").eval_env_name(1), sparse=True)
     assert np.array_equal(dense.rewards, -wrong.astype(np.float32))  # one point per wrong button
     assert np.array_equal(sparse.rewards, -(wrong > 0).astype(np.float32))
     assert dense.rewards[10] == sparse.rewards[10] == 0 and dense.rewards[11] == sparse.rewards[11] == -1
@@ -142,4 +142,4 @@ def test_corrupt_dataset_file_is_named(tmp_path: Path):
     bad = tmp_path / "cube-single-play-v0.npz"
     bad.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match=str(bad)):
-        load_ogbench_task_data(bad, get_task("cube-single"), 1, sparse=False)
+        load_ogbench_task_data(bad, get_task("cube-single").eval_env_name(1), sparse=False)

@@ -125,10 +125,10 @@ def recorded_sweep(monkeypatch, tmp_path: Path, visible: int, *args: str, second
 def most_at_once(runs: list[dict], share) -> dict[str, float]:
     """The largest summed share of each GPU at any moment."""
     peak: dict[str, float] = {}
-    for run in runs:
-        at = run["start"]
-        load = sum(share(r) for r in runs if r["gpu"] == run["gpu"] and r["start"] <= at < r["end"])
-        peak[run["gpu"]] = max(peak.get(run["gpu"], 0.0), load)
+    for one in runs:
+        at = one["start"]
+        load = sum(share(r) for r in runs if r["gpu"] == one["gpu"] and r["start"] <= at < r["end"])
+        peak[one["gpu"]] = max(peak.get(one["gpu"], 0.0), load)
     return peak
 
 
@@ -178,14 +178,14 @@ def test_sweep_gpu_flags_bad_values_are_named(monkeypatch, capsys):
 def test_a_sweep_skips_a_run_another_process_holds_and_a_second_sweep_on_its_out_is_refused(
     monkeypatch, tmp_path: Path, capsys
 ):
-    from visual_lps.run_lock import RunLock
+    from visual_lps.runs.lock import RunLock
 
     sweep_tool = load_sweep_module()
     monkeypatch.setattr(sweep_tool, "visible_gpus", lambda: 0)
     out = tmp_path / "sweep"
     held = out / "cube-single" / "lps" / "seed0"
     held.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from visual_lps.run_lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from visual_lps.runs.lock import RunLock; "
                                f"lock = RunLock.acquire({str(held)!r}); print('held', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

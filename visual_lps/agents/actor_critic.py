@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from visual_lps.agents.base import AgentConfig, Batch, ChunkedAgent, Features
-from visual_lps.critic import CriticEnsemble
+from visual_lps.nn.critic import CriticEnsemble
 from visual_lps.observations import ObsSpec
 
 TARGET_AGGREGATES = ("min", "mean")

@@ -2,7 +2,7 @@
 Agents with a critic add it through `visual_lps.agents.actor_critic`; flow BC has none.
 
 Training contract, chosen so that one gradient computation and one all-reduce serve all networks
-(`visual_lps.update.UpdateStep`): `forward(batch)` returns the *sum* of all losses and a dict of metrics; it
+(`visual_lps.training.update.UpdateStep`): `forward(batch)` returns the *sum* of all losses and a dict of metrics; it
 uses no randomness of its own (what it needs, `draw_random_inputs` drew into `batch["random"]`) and never
 syncs with the host, so the whole update compiles as one graph. Gradient routing (which loss may update which
 parameters) is done inside the agent with `detach` and `frozen_call`, never by toggling `requires_grad`.
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from visual_lps.compile_options import CompiledOrEager, compile_graph
+from visual_lps.nn.compile_options import CompiledOrEager, compile_graph
 from visual_lps.data.chunks import DataNeeds
-from visual_lps.encoder_set import EncoderSet, Features, upgrade_legacy_keys
+from visual_lps.nn.encoder_set import EncoderSet, Features, upgrade_legacy_keys
 from visual_lps.observations import ObsSpec
 
 Batch = dict[str, Any]

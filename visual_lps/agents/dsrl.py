@@ -17,9 +17,9 @@ import torch
 
 from visual_lps.agents.base import Batch, Features, frozen_call
 from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteeringConfig
-from visual_lps.critic import CriticEnsemble
+from visual_lps.nn.critic import CriticEnsemble
 from visual_lps.observations import ObsSpec
-from visual_lps.sphere import sample_sphere
+from visual_lps.nn.sphere import sample_sphere
 
 
 @dataclass

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from visual_lps.agents.base import AgentConfig, Batch, ChunkedAgent, Features
-from visual_lps.meanflow import MeanFlowPrior
+from visual_lps.nn.meanflow import MeanFlowPrior
 from visual_lps.observations import ObsSpec
-from visual_lps.sphere import sample_sphere
+from visual_lps.nn.sphere import sample_sphere
 
 
 @dataclass

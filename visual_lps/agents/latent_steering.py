@@ -14,9 +14,9 @@ import torch
 from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
 from visual_lps.agents.base import Batch, Features
 from visual_lps.agents.flow_bc import FlowBCConfig, build_prior
-from visual_lps.latent_actor import LatentActor
+from visual_lps.nn.latent_actor import LatentActor
 from visual_lps.observations import ObsSpec
-from visual_lps.sphere import sample_sphere
+from visual_lps.nn.sphere import sample_sphere
 
 
 @dataclass

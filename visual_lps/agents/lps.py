@@ -1,6 +1,6 @@
 """Latent Policy Steering (LPS).
 
-Three parts, trained together from step 0 on one shared encoder (see `visual_lps.encoder_set`):
+Three parts, trained together from step 0 on one shared encoder (see `visual_lps.nn.encoder_set`):
 - MeanFlow prior g(s, z): behaviour cloning of action chunks, one-step sampling from the noise sphere
   (flow BC, `visual_lps.agents.flow_bc`);
 - action-space critic Q(s, a): chunked TD with the full LPS policy in the target;

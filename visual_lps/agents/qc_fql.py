@@ -16,8 +16,8 @@ import torch
 
 from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
 from visual_lps.agents.base import Batch, Features, frozen_call
-from visual_lps.flow_policy import FlowPolicy
-from visual_lps.mlp import MLP
+from visual_lps.nn.flow_policy import FlowPolicy
+from visual_lps.nn.mlp import MLP
 from visual_lps.observations import ObsSpec
 
 ALPHA_BY_TASK = {"cube-single": 30.0, "cube-double": 3.0, "scene": 1.0, "puzzle-3x3": 3.0, "puzzle-4x4": 10.0}

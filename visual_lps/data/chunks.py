@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from visual_lps.config import PLACEMENTS
 from visual_lps.observations import Nested, map_obs, num_rows
 
 
@@ -84,7 +85,6 @@ def chunk_starts(episode_ends: np.ndarray, horizon: int, terminal_last_rows: np.
 RandomInputs = Callable[[int, torch.device, torch.Generator], dict]
 """(batch size, device, generator) -> the random inputs of one update (an agent's `draw_random_inputs`)"""
 
-PLACEMENTS = ("auto", "device", "host")
 DEVICE_FRACTION = 0.5
 """'auto' puts the observations on a CUDA device when they take at most this fraction of its free memory"""
 

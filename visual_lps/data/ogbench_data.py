@@ -12,7 +12,6 @@ import numpy as np
 
 from visual_lps.data.chunks import OfflineData
 from visual_lps.data.node_share import NodeShare
-from visual_lps.tasks import OGBenchTask
 
 REQUIRED_KEYS = ("observations", "actions", "terminals", "qpos")
 
@@ -51,10 +50,11 @@ def find_dataset(dataset_name: str, dataset_dir: str | Path, download: bool = Tr
 
 
 def load_ogbench_task_data(
-    path: str | Path, task: OGBenchTask, task_id: int, sparse: bool, share: NodeShare | None = None
+    path: str | Path, eval_env: str, sparse: bool, share: NodeShare | None = None
 ) -> OfflineData:
-    """Read an ogbench .npz file and relabel it with the rewards and masks of `task` / `task_id`. With `share`,
-    the observations are read by the node's first process only and mapped by the others."""
+    """Read an ogbench .npz file and relabel it with the rewards and masks of the single-task environment
+    `eval_env` (e.g. 'cube-single-singletask-task1-v0'). With `share`, the observations are read by the node's
+    first process only and mapped by the others."""
     import gymnasium
     import ogbench.manipspace  # noqa: F401  (registers the environments)
     from ogbench.relabel_utils import relabel_dataset
@@ -71,9 +71,8 @@ def load_ogbench_task_data(
         if missing:
             raise ValueError(f"{path}: missing key(s) {missing}; an OGBench dataset has {list(REQUIRED_KEYS)}")
         arrays = {k: file[k] for k in (*REQUIRED_KEYS, "button_states") if k in file and k != "observations"}
-        if "puzzle" in task.env_base or "scene" in task.env_base:
-            if "button_states" not in arrays:
-                raise ValueError(f"{path}: missing key 'button_states', needed to label {task.name} rewards")
+        if ("puzzle" in eval_env or "scene" in eval_env) and "button_states" not in arrays:
+            raise ValueError(f"{path}: missing key 'button_states', needed to label {eval_env} rewards")
         if np.issubdtype(arrays["actions"].dtype, np.floating) and not np.isfinite(arrays["actions"]).all():
             raise ValueError(f"{path}: 'actions' contains NaN or inf")
 
@@ -87,9 +86,9 @@ def load_ogbench_task_data(
 
         observations = share.array("observations", read_observations) if share else read_observations()
 
-    env = gymnasium.make(task.eval_env_name(task_id))
+    env = gymnasium.make(eval_env)
     labels = {k: arrays[k] for k in ("qpos", "button_states") if k in arrays}
-    relabel_dataset(task.eval_env_name(task_id), env, labels)
+    relabel_dataset(eval_env, env, labels)
     env.close()
     rewards = labels["rewards"]
     if sparse:

@@ -10,7 +10,7 @@ import gymnasium
 import numpy as np
 import ogbench.manipspace  # noqa: F401  (registers the environments)
 
-from visual_lps.execution import ChunkExecutor
+from visual_lps.deploy.execution import ChunkExecutor
 
 ChunkPolicy = Callable[[np.ndarray], np.ndarray]
 """observation -> action chunk (h, action_dim)"""
@@ -46,7 +46,7 @@ def evaluate(
 ) -> EvalResult:
     """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends.
 
-    A policy with a `frame_stack` k > 1 (an agent's, see `visual_lps.policy`) sees the last k observations (the
+    A policy with a `frame_stack` k > 1 (an agent's, see `visual_lps.deploy.policy`) sees the last k observations (the
     first repeated at the start), as in training. `record` keeps one frame per step: 'render' (the env's camera) or 'observation' (what the
     policy saw).
     """

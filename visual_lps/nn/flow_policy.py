@@ -1,0 +1,48 @@
+"""A multi-step flow-matching policy (QC-FQL's behaviour-cloning flow): a velocity field v(s, x_t, t) from
+Gaussian noise (t = 0) to action chunks (t = 1), sampled by Euler integration in `steps` steps.
+
+Unlike the MeanFlow prior (`visual_lps.nn.meanflow`), sampling takes `steps` network calls, so it is not used
+inside a Q-gradient; QC-FQL distils it into a one-step policy instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from visual_lps.nn.mlp import MLP
+
+
+class FlowPolicy(nn.Module):
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int], steps: int):
+        super().__init__()
+        self.action_dim, self.steps = action_dim, steps
+        self.net = MLP(feature_dim + action_dim + 1, hidden_dims, action_dim)
+
+    def forward(self, features: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity at x_t; t has shape (B, 1)."""
+        return self.net(torch.cat([features, x, t], dim=-1))
+
+    def draw_noise(self, batch_size: int, device: torch.device,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The random inputs of one loss: Gaussian noise (B, d) and uniform times (B, 1)."""
+        return {"noise": torch.randn(batch_size, self.action_dim, device=device, generator=generator),
+                "t": torch.rand(batch_size, 1, device=device, generator=generator)}
+
+    def loss(self, features: torch.Tensor, actions: torch.Tensor,
+             noise: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Flow matching: ||v(s, x_t, t) - (a - x_0)||^2 on x_t = (1 - t) x_0 + t a."""
+        x0, t = noise["noise"], noise["t"]
+        x_t = (1 - t) * x0 + t * actions
+        loss = (self(features, x_t, t) - (actions - x0)).pow(2).mean()
+        return loss, {"bc_flow/loss": loss.detach()}
+
+    def sample(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Euler integration from the noise, clipped to [-1, 1]."""
+        x, dt = noise, 1.0 / self.steps
+        for i in range(self.steps):
+            t = features.new_full((features.shape[0], 1), i * dt)
+            x = x + dt * self(features, x, t)
+        return x.clamp(-1.0, 1.0)

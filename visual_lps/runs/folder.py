@@ -1,0 +1,57 @@
+"""A run folder's layout and its rules: where a new run goes by default, when --out may be used (a run in it
+is continued with --resume or replaced with --overwrite, never silently), that it can be written, and what
+--overwrite deletes. Anything else a user keeps in the folder is left alone."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from visual_lps.config import TrainConfig
+
+def default_out(train: TrainConfig) -> str:
+    if train.task == "robot" and train.dataset:
+        return f"runs/robot-{Path(train.dataset).stem}-{train.agent}-s{train.seed}"
+    return f"runs/{train.task}-task{train.task_id}-{train.agent}-s{train.seed}"
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before anything is loaded: --out must be a folder, and one that holds a run only when that run is
+    continued (--resume) or explicitly replaced (--overwrite)."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file, not a run folder")
+    if resume and overwrite:
+        raise SystemExit("error: --resume continues the run in --out and --overwrite replaces it: give one")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise SystemExit(f"error: --out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
+                         f"or replace it with --overwrite (deletes its checkpoints, logs and config)")
+
+
+RUN_FILES = ("config.yaml", "agent_spec.yaml", "checkpoints", "tb")
+"""what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
+
+
+def check_writable(out: Path) -> None:
+    """Write a probe file in `out` and in its checkpoints/ and tb/ where they exist: a run that cannot write its
+    folder stops before it loads anything, in one line, not at its first checkpoint hours later."""
+    for folder in (out, out / "checkpoints", out / "tb"):
+        if folder != out and not folder.exists():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise SystemExit(f"error: --out {out}: cannot write to {folder} ({e.strerror or e})") from None
+
+
+def clear_run_folder(out: Path) -> None:
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
