@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from visual_lps.runs.folder import RunFolder
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def run(cmd: list[str]) -> None:
 def free_run_folder(base: str) -> str:
     """`base`, or `base-N` for the first N that holds no run: a second quickstart never replaces the first."""
     candidate, n = base, 1
-    while (REPO / candidate / "config.yaml").exists() or (REPO / candidate / "checkpoints").exists():
+    while RunFolder(REPO / candidate).config.exists() or RunFolder(REPO / candidate).checkpoints.exists():
         candidate, n = f"{base}-{n}", n + 1
     return candidate
 

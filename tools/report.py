@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from visual_lps.runs.folder import CHECKPOINTS, CONFIG, RunFolder
+
 PUBLISHED_LPS = {"cube-single": 95, "cube-double": 41, "scene": 79, "puzzle-3x3": 100, "puzzle-4x4": 22}
 """the paper's task1 success rates (%) of LPS; visual task1: 48"""
 PUBLISHED_LPS_VISUAL = 48
@@ -56,9 +58,9 @@ def read_runs(root: Path) -> tuple[list[RunCurve], list[str]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     runs, notes = [], []
-    for config_path in sorted(root.rglob("config.yaml")):
+    for config_path in sorted(root.rglob(CONFIG)):
         folder = config_path.parent
-        if "checkpoints" in folder.relative_to(root).parts or not (folder / "tb").is_dir():
+        if CHECKPOINTS in folder.relative_to(root).parts or not RunFolder(folder).logs.is_dir():
             continue  # a checkpoint's copy of its run's config, or a run that never logged
         try:
             train = (yaml.safe_load(config_path.read_text()) or {})["train"]
@@ -66,7 +68,7 @@ def read_runs(root: Path) -> tuple[list[RunCurve], list[str]]:
         except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
             notes.append(f"{config_path}: not a run config ({type(e).__name__}: {e}); skipped")
             continue
-        events = EventAccumulator(str(folder / "tb"), size_guidance={"scalars": 0})
+        events = EventAccumulator(str(RunFolder(folder).logs), size_guidance={"scalars": 0})
         events.Reload()
         if "eval/success_rate" not in events.Tags().get("scalars", []):
             notes.append(f"{folder}: no evaluations logged (eval/success_rate); skipped")

@@ -73,7 +73,10 @@ def read_token(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str
 
 def run_name(checkpoint: Path) -> str:
     """The run's folder name (runs/<name>/checkpoints/step_N), told to clients instead of a path on this machine."""
-    return checkpoint.parent.parent.name if checkpoint.parent.name == "checkpoints" else checkpoint.name
+    from visual_lps.runs.folder import RunFolder
+
+    run = RunFolder.of_checkpoint(checkpoint)
+    return run.root.name if run else checkpoint.name
 
 
 def main(argv: list[str] | None = None) -> int:

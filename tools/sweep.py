@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from visual_lps.agents import AGENTS  # noqa: E402
 from visual_lps.runs.checkpoints import latest_complete_checkpoint  # noqa: E402
+from visual_lps.runs.folder import RunFolder  # noqa: E402
 from visual_lps.runs.lock import RunFolderInUse, RunLock, RunLockError  # noqa: E402
 from visual_lps.tasks import TASKS  # noqa: E402
 
@@ -53,7 +54,7 @@ class SweepRun:
                 RunLock.acquire(self.out).release()
             except RunFolderInUse:
                 return "in use"
-        checkpoint, _ = latest_complete_checkpoint(self.out) if (self.out / "checkpoints").is_dir() else (None, [])
+        checkpoint, _ = latest_complete_checkpoint(self.out) if RunFolder(self.out).checkpoints.is_dir() else (None, [])
         if checkpoint is not None and int(checkpoint.name.removeprefix("step_")) >= steps:
             return "finished"
         return "interrupted" if checkpoint is not None else "new"
@@ -63,7 +64,7 @@ class SweepRun:
         if state == "interrupted":
             return [*train, "--resume", "--out", str(self.out), "--steps", str(steps)]
         # A folder with a config but no complete checkpoint holds nothing worth keeping: start it again.
-        again = ["--overwrite"] if (self.out / "config.yaml").exists() else []
+        again = ["--overwrite"] if RunFolder(self.out).config.exists() else []
         return [*train, "--task", self.task, "--agent", self.agent, "--seed", str(self.seed), "--steps", str(steps),
                 "--out", str(self.out), *again, *extra]
 

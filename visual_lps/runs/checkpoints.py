@@ -20,13 +20,11 @@ from safetensors import SafetensorError
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, coerce, load_yaml
 from visual_lps.observations import spec_from_yaml
-
-CHECKPOINT_PREFIX = "step_"
-
+from visual_lps.runs.folder import CHECKPOINT_PREFIX, CONFIG, SPEC, RunFolder
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (a `.tmp` folder is an unfinished write)."""
-    return sorted((run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
+    return sorted(RunFolder(run_dir).checkpoints.glob(f"{CHECKPOINT_PREFIX}*[0-9]"))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -117,7 +115,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / "model.safetensors").exists() or (path / MANIFEST).exists():
         verify_checkpoint(path)
         return path
-    if (path / "checkpoints").is_dir() and checkpoints(path):
+    if RunFolder(path).checkpoints.is_dir() and checkpoints(path):
         latest, skipped = latest_complete_checkpoint(path)
         for reason in skipped:
             print(f"warning: {reason}; passed over", file=sys.stderr)
@@ -145,7 +143,7 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> LoadedCh
     from safetensors.torch import load_file
 
     ckpt = resolve_checkpoint(path)
-    config_file, spec_file, weights_file = ckpt / "config.yaml", ckpt / "agent_spec.yaml", ckpt / "model.safetensors"
+    config_file, spec_file, weights_file = ckpt / CONFIG, ckpt / SPEC, ckpt / "model.safetensors"
     try:
         config = load_yaml(config_file)
         if not config["train"] or not config["agent"]:

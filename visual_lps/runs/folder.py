@@ -1,16 +1,67 @@
-"""A run folder's layout and its rules: where a new run goes by default, when --out may be used (a run in it
-is continued with --resume or replaced with --overwrite, never silently), that it can be written, and what
---overwrite deletes. Anything else a user keeps in the folder is left alone."""
+"""A run folder's layout, named once (`RunFolder`), and its rules: where a new run goes by default, when --out
+may be used (a run in it is continued with --resume or replaced with --overwrite, never silently), that it can
+be written, and what --overwrite deletes. Anything else a user keeps in the folder is left alone.
+
+    runs/cube-single-task1-lps-s0/
+      config.yaml            the resolved config (train and agent sections)
+      agent_spec.yaml        the observation spec, action dimension, dataset and reward variant
+      run.lock               held by the one process writing the folder (visual_lps.runs.lock)
+      tb/                    TensorBoard logs
+      checkpoints/step_N/    weights, optimiser, training state, a copy of both YAML files, manifest.json
+"""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from visual_lps.config import TrainConfig
+
+CONFIG = "config.yaml"
+SPEC = "agent_spec.yaml"
+LOCK = "run.lock"
+LOGS = "tb"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_PREFIX = "step_"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder; the only place that spells them."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def spec(self) -> Path:
+        return self.root / SPEC
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOGS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
+
+    @staticmethod
+    def of_checkpoint(checkpoint: Path) -> RunFolder | None:
+        """The run folder a checkpoint folder lies in, or None for a checkpoint kept apart from its run."""
+        return RunFolder(checkpoint.parent.parent) if checkpoint.parent.name == CHECKPOINTS else None
 
 def default_out(train: TrainConfig) -> str:
     if train.task == "robot" and train.dataset:
@@ -31,14 +82,14 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
                          f"or replace it with --overwrite (deletes its checkpoints, logs and config)")
 
 
-RUN_FILES = ("config.yaml", "agent_spec.yaml", "checkpoints", "tb")
+RUN_FILES = (CONFIG, SPEC, CHECKPOINTS, LOGS)
 """what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
 
 
 def check_writable(out: Path) -> None:
     """Write a probe file in `out` and in its checkpoints/ and tb/ where they exist: a run that cannot write its
     folder stops before it loads anything, in one line, not at its first checkpoint hours later."""
-    for folder in (out, out / "checkpoints", out / "tb"):
+    for folder in (out, RunFolder(out).checkpoints, RunFolder(out).logs):
         if folder != out and not folder.exists():
             continue
         try:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LOCK_FILE = "run.lock"
+from visual_lps.runs.folder import LOCK as LOCK_FILE
 
 
 class RunLockError(RuntimeError):

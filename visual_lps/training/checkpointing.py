@@ -18,7 +18,6 @@ import torch
 from safetensors import SafetensorError
 
 from visual_lps.runs.checkpoints import (
-    CHECKPOINT_PREFIX,
     MANIFEST,
     TRAINING_STATE,
     CheckpointError,
@@ -26,6 +25,8 @@ from visual_lps.runs.checkpoints import (
     file_sha256,
     one_line,
 )
+
+from visual_lps.runs.folder import CONFIG, SPEC, RunFolder
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -132,7 +133,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_las
     `generators` of every process), the config and a manifest of every file's size and digest (written last),
     then a rename: a killed write leaves the previous checkpoints as they were, and a file damaged later is
     caught when the checkpoint is loaded. Older checkpoints beyond `keep_last` are then deleted."""
-    final = run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}"
+    final = RunFolder(run_dir).checkpoint(step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -141,8 +142,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_las
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
-            shutil.copy(run_dir / "agent_spec.yaml", tmp / "agent_spec.yaml")
+            shutil.copy(RunFolder(run_dir).config, tmp / CONFIG)
+            shutil.copy(RunFolder(run_dir).spec, tmp / SPEC)
             save_training_state(tmp / TRAINING_STATE, step, generators)
             write_manifest(tmp)
     # torch reports a full disk as a RuntimeError from its zip writer, safetensors as a SafetensorError

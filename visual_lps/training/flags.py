@@ -13,7 +13,7 @@ from typing import Any
 
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, as_flag_value, base_type, check_ranges, coerce, field_docs, load_yaml
-from visual_lps.runs.folder import check_run_folder, default_out
+from visual_lps.runs.folder import RunFolder, check_run_folder, default_out
 from visual_lps.tasks import get_task
 
 def _parse_value(annotation: Any, text: str) -> Any:
@@ -96,7 +96,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
     if train_given.get("resume"):
         probe = TrainConfig(**train_given)
         out = Path(probe.out or default_out(probe))
-        saved = out / "config.yaml"
+        saved = RunFolder(out).config
         if not saved.exists():
             raise SystemExit(f"error: --resume: no run to resume at {out} ({saved} is missing)")
         base = load_yaml(saved)

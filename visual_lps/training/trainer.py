@@ -31,7 +31,7 @@ from visual_lps.training.checkpointing import (
     space_warning,
 )
 from visual_lps.config import TrainConfig, save_run_config
-from visual_lps.runs.folder import check_writable, clear_run_folder
+from visual_lps.runs.folder import RunFolder, check_writable, clear_run_folder
 from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
 from visual_lps.data.node_share import NodeShare
 from visual_lps.data.robot_hdf5 import DatasetFormatError
@@ -183,11 +183,11 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
     if accelerator.is_main_process:
         if train_cfg.overwrite:
             clear_run_folder(run_dir)
-        save_run_config(run_dir / "config.yaml", train_cfg, agent_cfg)
+        save_run_config(RunFolder(run_dir).config, train_cfg, agent_cfg)
         agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path),
                       "sparse": task_data.sparse}
-        (run_dir / "agent_spec.yaml").write_text(yaml.safe_dump(agent_spec, sort_keys=False))
-        writer = SummaryWriter(str(run_dir / "tb"))
+        RunFolder(run_dir).spec.write_text(yaml.safe_dump(agent_spec, sort_keys=False))
+        writer = SummaryWriter(str(RunFolder(run_dir).logs))
         eval_env = task.make_evaluator(train_cfg)
         accelerator.print(
             f"training {train_cfg.agent} on {task.describe(train_cfg)} "
