@@ -29,6 +29,7 @@ import visual_lps  # noqa: F401
 from visual_lps.data.converters import FORMATS, open_source
 from visual_lps.data.converters.common import ConversionError, ConvertOptions, parse_mapping
 from visual_lps.data.robot_hdf5 import COMPRESSIONS, REWARD_SCHEMES, HDF5DatasetWriter
+from visual_lps.stop_signals import StopSignalFlag
 
 MAX_SIDE = 2048
 """--resize bound: a frame of 2048x2048 takes 12 MiB (48 MiB as floats while resized); a larger size is a typo,
@@ -80,26 +81,13 @@ class ConversionInterrupted(Exception):
         self.signum = signum
 
 
-class StopOnSignal:
+class StopOnSignal(StopSignalFlag):
     """SIGTERM and SIGINT set a flag that the conversion checks between episodes (`check` raises
-    ConversionInterrupted). Raising from the handler itself is not safe: an exception that lands in a finaliser
-    or a weakref callback is printed and swallowed there, and the conversion went on to complete."""
-
-    def __enter__(self) -> StopOnSignal:
-        self.signum: int | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        self.signum = signum
+    ConversionInterrupted)."""
 
     def check(self) -> None:
         if self.signum is not None:
             raise ConversionInterrupted(self.signum)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def process_alive(pid: int) -> bool:

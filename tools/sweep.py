@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from visual_lps.agents import AGENTS  # noqa: E402
 from visual_lps.runs.checkpoints import latest_complete_checkpoint  # noqa: E402
 from visual_lps.runs.folder import RunFolder  # noqa: E402
 from visual_lps.runs.lock import RunFolderInUse, RunLock, RunLockError  # noqa: E402
+from visual_lps.stop_signals import StopSignalFlag  # noqa: E402
 from visual_lps.tasks import TASKS  # noqa: E402
 
 STATE_RUNS_PER_GPU = 4
@@ -245,19 +245,16 @@ def run_all(todo: list[tuple[SweepRun, str]], steps: int, extra: list[str], plac
     threads = max((os.cpu_count() or 1) // at_once, 1)
     env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if at_once > 1 else {})
     running: dict[subprocess.Popen, tuple[SweepRun, dict[str, str]]] = {}
-    stopped_by: list[int] = []
 
-    def forward(signum, _frame) -> None:
-        stopped_by.append(signum)
+    def forward(signum: int) -> None:
         for process in running:
             process.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: list[str] = []
-    try:
+    with StopSignalFlag(on_signal=forward) as stop:
         queue = list(todo)
         while queue or running:
-            while queue and not stopped_by and not failed:
+            while queue and stop.signum is None and not failed:
                 run, state = queue[0]
                 device = placement.take(run, len(running))
                 if device is None:
@@ -274,12 +271,9 @@ def run_all(todo: list[tuple[SweepRun, str]], steps: int, extra: list[str], plac
                 placement.release(run, device)
                 if process.returncode not in (0, 130, 143):
                     failed.append(f"{run.out} (exit {process.returncode})")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if stopped_by:
+    if stop.signum is not None:
         print("sweep stopped: the runs under way checkpointed; run the same command to go on", file=sys.stderr)
-        return 128 + stopped_by[0]
+        return 128 + stop.signum
     if failed:
         print(f"error: {', '.join(failed)} failed; the sweep stopped there", file=sys.stderr)
         return 1

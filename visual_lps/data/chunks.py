@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from visual_lps.config import PLACEMENTS
+from visual_lps.distributed import is_distributed, process_count, process_rank
 from visual_lps.observations import Nested, map_obs, num_rows
 
 
@@ -224,7 +225,7 @@ class ChunkSampler:
         """The generator states of all processes (Accelerate writes the main process's copy only); every
         process must call this, as `save_state` does."""
         state = self.generator.get_state()
-        if not (dist.is_available() and dist.is_initialized()):
+        if not is_distributed():
             return {"generators": [state]}
         states: list = [None] * dist.get_world_size()
         dist.all_gather_object(states, state)
@@ -232,8 +233,7 @@ class ChunkSampler:
 
     def load_state_dict(self, state: dict) -> None:
         states = state["generators"]
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank, world = process_rank(), process_count()
         if len(states) != world:
             warnings.warn(f"checkpoint written by {len(states)} processes, resumed on {world}: batches are drawn "
                           f"from fresh per-process seeds and differ from an uninterrupted run", stacklevel=2)

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
+
+from visual_lps.distributed import process_rank
 
 
 def compile_graph(fn: Callable, *, device: torch.device, backend: str | Callable = "inductor",
@@ -32,7 +33,7 @@ def compile_graph(fn: Callable, *, device: torch.device, backend: str | Callable
 
 def _say_on_main_process(message: str) -> None:
     """One line on the main process only (every process compiles, and fails, alike)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+    if process_rank() == 0:
         tqdm.write(message, file=sys.stderr)
 
 

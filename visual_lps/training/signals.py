@@ -1,18 +1,17 @@
 """What stops a training run safely: termination signals (non-finite values are watched by
 `visual_lps.training.update.UpdateStep`, inside the update).
 
-A signal only sets a flag, and processes agree on it every few steps through the host, never waiting on the
-device.
+A signal only sets a flag (`visual_lps.stop_signals`), and processes agree on it every few steps through the
+host, never waiting on the device.
 """
 
 from __future__ import annotations
 
-import signal
-
 import torch
 import torch.distributed as dist
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from visual_lps.distributed import is_distributed, process_count
+from visual_lps.stop_signals import StopSignalFlag
 
 
 class StopRequest:
@@ -20,20 +19,17 @@ class StopRequest:
 
     def __init__(self, check_every: int = 10):
         self.check_every = check_every
-        self.signal_name: str | None = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        self._flag = StopSignalFlag(second_acts_as_before=True).install()
         # Processes agree through a CPU (gloo) group: the flag never waits for the device's queue of work.
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        self._group = dist.new_group(backend="gloo") if distributed else None
+        self._group = dist.new_group(backend="gloo") if is_distributed() and process_count() > 1 else None
 
-    def _handle(self, signum: int, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-        for sig, handler in self._previous.items():  # a second signal acts as it would have without us
-            signal.signal(sig, handler)
+    @property
+    def signal_name(self) -> str | None:
+        """The signal this process received ('SIGTERM'), or None."""
+        return self._flag.name
 
     def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        self._flag.restore()
 
     def should_stop(self, step: int) -> bool:
         """True when any process got a signal. Processes compare every `check_every` steps (one all-reduce

@@ -24,11 +24,8 @@ import torch.distributed as dist
 from torch import nn
 
 from visual_lps.agents.base import Batch
+from visual_lps.distributed import process_count
 from visual_lps.nn.compile_options import CompiledOrEager, compile_graph
-
-
-def distributed_world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class UpdateStep:
@@ -57,7 +54,7 @@ class UpdateStep:
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.device = self.params[0].device
         self.autocast = mixed_precision == "bf16"
-        self.world = distributed_world()
+        self.world = process_count()
         self.step_count = torch.full((), first_step, dtype=torch.long, device=self.device)
         self.names: list[str] | None = None  # the metrics, known after the first (eager) update
         self.sums: torch.Tensor | None = None
