@@ -6,25 +6,21 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from visual_lps.deploy.execution import MODES
+from visual_lps.files import atomic_write
 
 
 def write_video_atomic(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """Encode to a temporary file beside `path`, then rename: no half-written video."""
+    """Encode atomically (`visual_lps.files`): no half-written video."""
     import imageio.v2 as imageio
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, keep_suffix=True) as written:  # imageio picks the format by the extension
+        imageio.mimwrite(written, frames, fps=fps, macro_block_size=1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,16 +11,15 @@ against training steps: the mean over seeds and a band from the lowest to the hi
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from visual_lps.files import atomic_write, write_text_atomic
 from visual_lps.runs.folder import CHECKPOINTS, CONFIG, RunFolder
 
 PUBLISHED_LPS = {"cube-single": 95, "cube-double": 41, "scene": 79, "puzzle-3x3": 100, "puzzle-4x4": 22}
@@ -136,23 +135,9 @@ def plot(runs: list[RunCurve], task: str, task_id: int, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_write(path) as written:
+        fig.savefig(written, format="png")
     plt.close(fig)
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, renamed into place: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plainly created file would be (mkstemp makes it private)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def positive_steps(text: str) -> list[int]:
@@ -195,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted({run.seed for run in runs})
     header = (f"# Results from {args.runs}\n\n{len(runs)} evaluated runs; seeds {', '.join(map(str, seeds))}. "
               f"Curves: " + ", ".join(p.name for p in outputs[1:]) + ".\n\n")
-    write_atomic(outputs[0], lambda tmp: Path(tmp).write_text(header + text))
+    write_text_atomic(outputs[0], header + text)
     for (task, task_id), path in zip(tasks, outputs[1:]):
         plot(runs, task, task_id, path)
     print(text)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from visual_lps.files import write_text_atomic
+
 PLACEMENTS = ("auto", "device", "host")
 """--data-on choices: where the observations live (see visual_lps.data.chunks.choose_placement)"""
 
@@ -156,4 +158,4 @@ def save_run_config(path: Path, train: TrainConfig, agent: Any) -> None:
     def plain(cfg: Any) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
-    path.write_text(yaml.safe_dump({"train": plain(train), "agent": plain(agent)}, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump({"train": plain(train), "agent": plain(agent)}, sort_keys=False))

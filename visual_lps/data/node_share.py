@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visual_lps.files import atomic_write
+
 SHARED_ROOT = Path("/dev/shm")
 
 
@@ -37,15 +39,11 @@ class NodeShare:
         self.paths.append(path)
         if self.local_rank == 0:
             values = load()
-            tmp = path.with_suffix(".tmp")
-            try:
-                shared = np.lib.format.open_memmap(tmp, mode="w+", dtype=values.dtype, shape=values.shape)
+            with atomic_write(path) as written:
+                shared = np.lib.format.open_memmap(written, mode="w+", dtype=values.dtype, shape=values.shape)
                 shared[...] = values
                 shared.flush()
-                tmp.rename(path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+                del shared
         elif not path.exists():
             raise RuntimeError(f"{path}: the first process on this node did not share '{key}' (was it loaded "
                                f"first, under local_main_process_first?)")

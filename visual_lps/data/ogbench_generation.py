@@ -12,12 +12,13 @@ Each episode gets its own seed (from one SeedSequence), so the output does not d
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from visual_lps.files import atomic_write
 
 FAMILIES = ("cube-single", "cube-double", "scene", "puzzle-3x3", "puzzle-4x4")
 DATASET_NAMES = tuple(f"{prefix}{family}-play-v0" for prefix in ("", "visual-") for family in FAMILIES)
@@ -143,14 +144,9 @@ def _collect_in_worker(seed: int) -> dict[str, np.ndarray]:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez_compressed to a temporary file beside `path`, then rename: no half-written dataset."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """np.savez_compressed, atomically: no half-written dataset."""
+    with atomic_write(path) as written, open(written, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def generate(

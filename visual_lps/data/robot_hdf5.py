@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from visual_lps.files import replace_durably, temporary_path
 from visual_lps.observations import IMAGE_SUFFIX
 
 FORMAT_VERSION = 1
@@ -183,7 +183,7 @@ class HDF5DatasetWriter:
             raise ValueError(f"--valid-fraction {self.valid_fraction}: must be in [0, 1)")
         if not math.isfinite(self.failure_penalty):
             raise ValueError(f"--failure-penalty {self.failure_penalty}: must be a finite number")
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._tmp = temporary_path(self.path)
         self._file: h5py.File | None = None
         self._layout: _Layout | None = None
         self._names: list[str] = []
@@ -205,7 +205,7 @@ class HDF5DatasetWriter:
                 self._finish()
                 self._file.close()
                 self.summary = validate_hdf5(self._tmp, shown_as=self.path)  # an invalid file never takes `path`
-                os.replace(self._tmp, self.path)
+                replace_durably(self._tmp, self.path)
         finally:
             if self._file is not None and self._file.id.valid:
                 self._file.close()

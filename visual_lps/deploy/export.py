@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from visual_lps.files import atomic_write
 from visual_lps.observations import ObsSpec, map_obs
 
 
@@ -41,20 +42,16 @@ def example_observation(spec: ObsSpec, device: torch.device | str = "cpu"):
 
 
 def export_policy(agent: nn.Module, path: str | Path, compiled: bool = False) -> Path:
-    """Export `agent` (in eval mode, on its device) to `path`, written to a temporary file and renamed."""
+    """Export `agent` (in eval mode, on its device) to `path`, atomically (`visual_lps.files`)."""
     path = Path(path)
     device = agent.action_low.device
     module = ActModule(agent.eval())
     example = example_observation(agent.obs_spec, device)
     with torch.no_grad():
         program = torch.export.export(module, (example,))
-    tmp = path.with_name(f".{path.name}.tmp.pt2")
-    try:
+    with atomic_write(path, keep_suffix=True) as written:  # AOTInductor wants a .pt2 name
         if compiled:
-            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(written))
         else:
-            torch.export.save(program, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            torch.export.save(program, written)
     return path

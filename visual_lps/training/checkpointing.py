@@ -25,7 +25,7 @@ from visual_lps.runs.checkpoints import (
     file_sha256,
     one_line,
 )
-
+from visual_lps.files import write_text_atomic
 from visual_lps.runs.folder import CONFIG, SPEC, RunFolder
 
 if TYPE_CHECKING:
@@ -36,9 +36,7 @@ def write_manifest(folder: Path) -> None:
     """Record the size and digest of every file in `folder`, as the last file written to it."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     entries = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in files}
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(entries, indent=1))
-    tmp.rename(folder / MANIFEST)
+    write_text_atomic(folder / MANIFEST, json.dumps(entries, indent=1))
 
 
 def check_data_only(folder: Path) -> None:
