@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"offline metrics on the held-out demos are in the run's TensorBoard logs (valid/*)")
     env_name = task.eval_env_name(args.task_id or train_cfg.task_id)
     # A visual policy's video shows its own camera frames; a state policy's, the env's rendered view.
-    record = None if args.video is None else ("observation" if agent.encoders.inputs.is_image else "render")
+    record = None if args.video is None else ("observation" if agent.encoders.first_encoder.is_image else "render")
     env = make_eval_env(env_name, render_size=args.video_size if record == "render" else None,
                         max_episode_steps=args.max_episode_steps)
     policy = Policy(agent, args.device)

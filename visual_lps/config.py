@@ -62,7 +62,8 @@ class TrainConfig:
     """keep only the newest this many checkpoints; 0 keeps every one (a checkpoint each --save-every steps: a
     run warns at start when they will not fit the free disk)"""
     mixed_precision: str | None = None
-    """'no', 'bf16' or 'fp16' autocast; default: as `accelerate launch` / its config says (off)"""
+    """'no' or 'bf16' autocast (fp16 is refused: it needs loss scaling); default: as `accelerate launch` / its config
+    says (off)"""
     compile: bool | None = None
     """compile the whole update (forward, backward, Adam, target update) as one graph, replayed as CUDA graphs
     on GPUs; default: on for CUDA, off on CPUs (where compiling takes longer than a short run gains)"""

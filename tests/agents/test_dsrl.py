@@ -18,7 +18,7 @@ def test_each_loss_reaches_its_own_networks_and_the_shared_encoder_only_from_cri
     features, next_features = agent.encode_transition(batch)
     parts = {"encoder": agent.encoders.encoder, "critic": agent.critic, "prior": agent.prior,
              "actor": agent.actor, "latent_critic": agent.latent_critic, "target_critic": agent.target_critic}
-    next_actions = agent.policy(next_features).detach()
+    next_actions = agent.policy_actions(next_features).detach()
     critic_loss = agent.critic_loss(features["critic"], next_features["target"], batch, next_actions)[0]
     prior_loss = agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0]
     latent_loss = agent.latent_critic_loss(features, batch["random"]["aliasing"])[0]

@@ -27,7 +27,7 @@ def test_the_objective_is_the_critic_the_prior_and_the_steering_loss(name: str):
     total, metrics = agent(batch)
     features, next_features = agent.encode_transition(batch)
     critic = agent.critic_loss(features["critic"], next_features["target"], batch,
-                               agent.policy(next_features).detach())[0]
+                               agent.policy_actions(next_features).detach())[0]
     prior = agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0]
     steering, steering_metrics = agent.steering_loss(features, batch)
     torch.testing.assert_close(total, critic + prior + steering)

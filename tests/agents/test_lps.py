@@ -50,7 +50,7 @@ def test_each_loss_of_the_objective_reaches_its_own_network_and_only_it():
     agent = make_agent()
     batch = random_batch(agent)
     features = agent.encode(batch["observations"])["critic"]
-    next_actions = agent.policy(agent.encode(batch["next_observations"])).detach()
+    next_actions = agent.policy_actions(agent.encode(batch["next_observations"])).detach()
     parts = {"critic": agent.critic, "prior": agent.prior, "actor": agent.actor, "target_critic": agent.target_critic}
     critic_loss, _ = agent.critic_loss(features, features, batch, next_actions)
     assert reaches(critic_loss, agent, parts) == {"critic"}
@@ -154,7 +154,7 @@ def test_shared_image_encoder_is_trained_by_critic_and_prior_losses_not_by_the_a
     assert not any(f.requires_grad for f in next_features.values())  # TD targets never train the encoder
 
     assert untouched(grads_after(agent, agent.actor_loss(features)[0], agent.encoders.encoder))
-    next_actions = agent.policy(next_features).detach()
+    next_actions = agent.policy_actions(next_features).detach()
     assert reached(grads_after(agent, agent.critic_loss(features["critic"], next_features["target"], batch,
                                                         next_actions)[0], agent.encoders.encoder))
     prior_loss = agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0]
@@ -167,7 +167,7 @@ def test_per_network_encoders_are_each_trained_by_their_own_loss_only():
     batch = image_batch(agent)
     assert set(agent.encoders.by_role) == {"critic", "prior", "actor"} and not hasattr(agent.encoders, "encoder")
     features, next_features = agent.encode_transition(batch)
-    next_actions = agent.policy(next_features).detach()
+    next_actions = agent.policy_actions(next_features).detach()
     losses = {
         "critic": agent.critic_loss(features["critic"], next_features["target"], batch, next_actions)[0],
         "prior": agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0],

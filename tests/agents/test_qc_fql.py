@@ -22,7 +22,7 @@ def test_each_loss_reaches_its_own_networks_and_the_shared_encoder_only_from_cri
     features, next_features = agent.encode_transition(batch)
     parts = {"encoder": agent.encoders.encoder, "critic": agent.critic, "bc_flow": agent.bc_flow,
              "actor": agent.actor, "target_critic": agent.target_critic}
-    next_actions = agent.policy(next_features, batch["random"]["next"])
+    next_actions = agent.policy_actions(next_features, batch["random"]["next"])
     critic_loss = agent.critic_loss(features["critic"], next_features["target"], batch, next_actions)[0]
     bc_loss = agent.bc_flow.loss(features["bc_flow"], batch["actions"].flatten(1), batch["random"]["bc_flow"])[0]
     actor_loss = agent.actor_loss(features, batch["random"]["distill"])[0]
@@ -50,8 +50,8 @@ def test_policy_is_deterministic_given_its_noise_and_clipped():
     agent = make()
     features = agent.encode(torch.randn(4, 3))
     noise = torch.randn(4, agent.chunk_dim)
-    assert torch.equal(agent.policy(features, noise), agent.policy(features, noise))
-    assert agent.policy(features, noise * 100).abs().max() <= 1.0
+    assert torch.equal(agent.policy_actions(features, noise), agent.policy_actions(features, noise))
+    assert agent.policy_actions(features, noise * 100).abs().max() <= 1.0
 
 
 def test_picks_the_paying_mode_inside_the_support_of_the_toy_problem(one_thread):

@@ -24,7 +24,7 @@ KINDS = {
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_exported_chunks_equal_the_policys(kind: str, agent_name: str, tmp_path: Path):
     overrides, spec = KINDS[kind]
-    config_cls, agent_cls = AGENTS[agent_name]
+    config_cls, agent_cls = AGENTS[agent_name].config, AGENTS[agent_name].agent
     torch.manual_seed(0)
     agent = agent_cls(config_cls(horizon=3, **overrides), spec, action_dim=2)
     agent.set_action_bounds(torch.tensor([-3.0, 0.0]), torch.tensor([5.0, 0.5]))
@@ -68,7 +68,7 @@ print([m for m in ("visual_lps", "timm", "kornia") if m in sys.modules])
 def test_a_compiled_export_runs_the_same_chunks(tmp_path: Path):
     """AOTInductor (a C++ compile: the one slow export test)."""
     torch.manual_seed(0)
-    config_cls, agent_cls = AGENTS["lps"]
+    config_cls, agent_cls = AGENTS["lps"].config, AGENTS["lps"].agent
     agent = agent_cls(config_cls(horizon=3, prior_hidden_dims=(32,), critic_hidden_dims=(32,),
                                  actor_hidden_dims=(32,)), (6,), action_dim=2)
     package = torch._inductor.aoti_load_package(str(export_policy(agent, tmp_path / "c.pt2", compiled=True)))

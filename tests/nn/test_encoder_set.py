@@ -1,4 +1,4 @@
-"""The encoder set: roles, what trains the shared encoder, and checkpoints from before it still load."""
+"""The encoder set: roles, what trains the shared encoder, and its state dict round trip."""
 
 import pytest
 import torch
@@ -6,32 +6,15 @@ import torch
 from tests.agents.test_lps import SMALL
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 
-LEGACY = {"encoders.encoder.": "encoder.", "encoders.by_role.": "encoders.", "encoders.target.": "target_encoder."}
-
-
-def legacy_keys(state: dict) -> dict:
-    """A state dict as checkpoints wrote it before the encoder set existed."""
-    renamed = {}
-    for key, value in state.items():
-        for new, old in LEGACY.items():
-            if key.startswith(new):
-                key = old + key[len(new):]
-                break
-        renamed[key] = value
-    return renamed
-
-
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-network"])
-def test_checkpoints_written_before_the_encoder_set_load_into_it(shared: bool):
+def test_a_state_dict_of_this_version_loads_into_a_fresh_agent(shared: bool):
     def make(seed: int) -> LPSAgent:
         torch.manual_seed(seed)
         config = LPSConfig(encoder="impala_small", shared_encoder=shared, horizon=2, **SMALL)
         return LPSAgent(config, obs_spec=(16, 16, 3), action_dim=2)
 
     trained, fresh = make(0), make(1)
-    old = legacy_keys(trained.state_dict())
-    assert any(k.startswith("encoder." if shared else "target_encoder.") for k in old)
-    fresh.load_state_dict(old)
+    fresh.load_state_dict(trained.state_dict())  # strict: every key of this version's layout, no renaming
     for key, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
 

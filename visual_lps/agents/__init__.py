@@ -1,4 +1,7 @@
-"""Agents: one module each, holding its config, losses and update. `AGENTS` maps a name to (config, class)."""
+"""Agents: one module each, holding its config, losses and update. `AGENTS` maps a name to its config class and
+agent class (`RegisteredAgent`)."""
+
+from typing import NamedTuple
 
 from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
 from visual_lps.agents.base import AgentConfig, ChunkedAgent
@@ -8,15 +11,24 @@ from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteerin
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 from visual_lps.agents.qc_fql import QCFQLAgent, QCFQLConfig
 
+
+
+class RegisteredAgent(NamedTuple):
+    """An agent's config class and agent class, as `--agent NAME` selects them."""
+
+    config: type[AgentConfig]
+    agent: type[ChunkedAgent]
+
+
 AGENTS = {
-    "lps": (LPSConfig, LPSAgent),
-    "flow-bc": (FlowBCConfig, FlowBCAgent),
-    "qc-fql": (QCFQLConfig, QCFQLAgent),
-    "dsrl": (DSRLConfig, DSRLAgent),
+    "lps": RegisteredAgent(LPSConfig, LPSAgent),
+    "flow-bc": RegisteredAgent(FlowBCConfig, FlowBCAgent),
+    "qc-fql": RegisteredAgent(QCFQLConfig, QCFQLAgent),
+    "dsrl": RegisteredAgent(DSRLConfig, DSRLAgent),
 }
 
 __all__ = [
     "AGENTS", "ActorCriticAgent", "AgentConfig", "ChunkedAgent", "CriticConfig", "DSRLAgent", "DSRLConfig",
     "FlowBCAgent", "FlowBCConfig", "LPSAgent", "LPSConfig", "LatentSteeringAgent", "LatentSteeringConfig",
-    "QCFQLAgent", "QCFQLConfig",
+    "QCFQLAgent", "QCFQLConfig", "RegisteredAgent",
 ]

@@ -19,6 +19,12 @@ from visual_lps.observations import ObsSpec
 TARGET_AGGREGATES = ("min", "mean")
 
 
+def normalized_q_loss(q: torch.Tensor) -> torch.Tensor:
+    """-mean Q / stopgrad(mean |Q|): the actor's Q objective at a scale-free size, so its weight against other
+    losses (and its learning rate) do not depend on the size of the returns."""
+    return -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+
+
 @dataclass
 class CriticConfig(AgentConfig):
     """Fields of agents that learn an action-space critic by chunked TD."""
@@ -103,5 +109,13 @@ class ActorCriticAgent(ChunkedAgent):
         }
 
     def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        targets, sources = super().target_pairs()
+        """(target parameters, the parameters they follow) for the Polyak update: the target critic's, and the
+        critic's own encoder's target copy when encoders are per role."""
+        targets, sources = self.encoders.target_pairs()
         return list(self.target_critic.parameters()) + targets, list(self.critic.parameters()) + sources
+
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        """Polyak-average every target copy towards what it follows, at rate `CriticConfig.tau`."""
+        targets, sources = self.target_pairs()
+        torch._foreach_lerp_(targets, sources, self.config.tau)

@@ -21,7 +21,7 @@ from torch import nn
 
 from visual_lps.nn.compile_options import CompiledOrEager, compile_graph
 from visual_lps.data.chunks import DataNeeds
-from visual_lps.nn.encoder_set import EncoderSet, Features, upgrade_legacy_keys
+from visual_lps.nn.encoder_set import EncoderSet, Features
 from visual_lps.observations import ObsSpec
 
 Batch = dict[str, Any]
@@ -38,11 +38,6 @@ def detached_params(module: nn.Module) -> dict[str, torch.Tensor]:
 def frozen_call(module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
     """Call `module` with its parameters detached: gradients flow to the inputs only."""
     return torch.func.functional_call(module, detached_params(module), args)
-
-
-def _upgrade_legacy_keys(module: ChunkedAgent, state_dict: dict, prefix: str, *_) -> None:
-    """Checkpoints from before the encoder set load unchanged (a load_state_dict pre-hook)."""
-    upgrade_legacy_keys(state_dict, prefix, module.roles)
 
 
 @dataclass
@@ -119,7 +114,6 @@ class ChunkedAgent(nn.Module):
         self._compiled_act: CompiledOrEager | None = None  # see compile_act
         self.compile_act_on_cuda = True
         """whether `act` compiles itself on its first call on CUDA (a run with --no-compile turns it off)"""
-        self.register_load_state_dict_pre_hook(_upgrade_legacy_keys)
 
     @property
     def data_needs(self) -> DataNeeds:
@@ -142,7 +136,7 @@ class ChunkedAgent(nn.Module):
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         return self.action_low + (actions + 1) * (self.action_high - self.action_low) / 2
 
-    def policy(self, features: Features) -> torch.Tensor:
+    def policy_actions(self, features: Features) -> torch.Tensor:
         """The agent's action chunk (B, chunk_dim) for state features; differentiable where the agent needs it."""
         raise NotImplementedError
 
@@ -187,19 +181,21 @@ class ChunkedAgent(nn.Module):
         use_graphs = (device.type == "cuda" if cuda_graphs is None else cuda_graphs) and backend == "inductor"
         # No guards on the networks' own attributes (a Python check of every parameter on each call, a fifth of
         # a CPU chunk's time): `act` reads the same modules whatever their mode, and weights change in place.
-        compiled = compile_graph(self._act, device=device, backend=backend, cuda_graphs=use_graphs,
+        compiled = compile_graph(self.act_traceable, device=device, backend=backend, cuda_graphs=use_graphs,
                                  skip_module_guards=True)
         # A CUDA graph's outputs are overwritten by its next replay: the caller gets its own copy.
         graphed = (lambda observations: compiled(observations).clone()) if use_graphs else compiled
-        self._compiled_act = CompiledOrEager(graphed, self._act, "`act`")
+        self._compiled_act = CompiledOrEager(graphed, self.act_traceable, "`act`")
 
     @torch.inference_mode()
     def act_eager(self, observations) -> torch.Tensor:
         """What `act` computes, never compiled (for debugging and comparisons)."""
-        return self._act(observations)
+        return self.act_traceable(observations)
 
-    def _act(self, observations) -> torch.Tensor:
-        actions = self.policy(self.encode(observations))
+    def act_traceable(self, observations) -> torch.Tensor:
+        """What `act` computes, as plain tensor operations (no inference mode, no compilation): what
+        `compile_act` compiles and `visual_lps.deploy.export` traces."""
+        actions = self.policy_actions(self.encode(observations))
         return self.unnormalize_actions(actions.view(-1, self.config.horizon, self.action_dim))
 
     @torch.no_grad()
@@ -208,7 +204,7 @@ class ChunkedAgent(nn.Module):
         demonstrated chunk (normalised units), and what the agent adds."""
         features = self.encode(batch["observations"])
         demo = batch["actions"].flatten(1)
-        actions = self.policy(features)
+        actions = self.policy_actions(features)
         return {"valid/action_mse": (actions - demo).pow(2).mean()} | self.extra_validation_metrics(
             features, demo, actions)
 
@@ -218,16 +214,8 @@ class ChunkedAgent(nn.Module):
         """Agent-specific offline metrics from the same features and policy actions; none by default."""
         return {}
 
-    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(target parameters, the parameters they follow) for the Polyak update."""
-        return self.encoders.target_pairs()
-
-    @torch.no_grad()
     def update_targets(self) -> None:
-        """Polyak-average every target copy towards what it follows (nothing for agents without targets)."""
-        targets, sources = self.target_pairs()
-        if targets:
-            torch._foreach_lerp_(targets, sources, self.config.tau)
+        """Move target copies towards what they follow; an agent without targets (as here) has none to move."""
 
     @staticmethod
     def latent_norm(z: torch.Tensor) -> torch.Tensor:

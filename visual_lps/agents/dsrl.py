@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from visual_lps.agents.actor_critic import normalized_q_loss
 from visual_lps.agents.base import Batch, Features, frozen_call
 from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteeringConfig
 from visual_lps.nn.critic import CriticEnsemble
@@ -75,5 +76,5 @@ class DSRLAgent(LatentSteeringAgent):
         """-mean Q^W(s, pi(s)) / stopgrad(mean |Q^W|); only the latent actor learns."""
         z = self.actor(features["actor"].detach())
         q = frozen_call(self.latent_critic, features["latent_critic"].detach(), z).mean(dim=0)
-        loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+        loss = normalized_q_loss(q)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}

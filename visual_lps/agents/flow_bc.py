@@ -61,7 +61,7 @@ class FlowBCAgent(ChunkedAgent):
         super().__init__(config, obs_spec, action_dim)
         self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
 
-    def policy(self, features: Features) -> torch.Tensor:
+    def policy_actions(self, features: Features) -> torch.Tensor:
         noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device)
         return self.prior.sample(features["prior"], noise)
 

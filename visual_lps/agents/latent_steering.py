@@ -45,7 +45,7 @@ class LatentSteeringAgent(ActorCriticAgent):
         self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
         self.actor = LatentActor(self.feature_dim, self.chunk_dim, config.actor_hidden_dims)
 
-    def policy(self, features: Features) -> torch.Tensor:
+    def policy_actions(self, features: Features) -> torch.Tensor:
         return self.prior.sample(features["prior"], self.actor(features["actor"]))
 
     def prior_actions(self, features: Features, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -76,7 +76,7 @@ class LatentSteeringAgent(ActorCriticAgent):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, next_features = self.encode_transition(batch)
         with torch.no_grad():
-            next_actions = self.policy(next_features)
+            next_actions = self.policy_actions(next_features)
         critic_loss, metrics = self.critic_loss(features["critic"], next_features["target"], batch, next_actions)
         prior_loss, prior_metrics = self.prior.loss(features["prior"], batch["actions"].flatten(1),
                                                     batch["random"]["prior"])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from visual_lps.agents.actor_critic import normalized_q_loss
 from visual_lps.agents.base import Batch, Features, detached_params, frozen_call
 from visual_lps.agents.latent_steering import LatentSteeringAgent, LatentSteeringConfig
 
@@ -43,5 +44,5 @@ class LPSAgent(LatentSteeringAgent):
         z = self.actor(features["actor"])
         actions = self.prior.sample(features["prior"].detach(), z, params=detached_params(self.prior))
         q = frozen_call(self.critic, features["critic"].detach(), actions)
-        loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+        loss = normalized_q_loss(q)
         return loss, {"actor/loss": loss.detach(), "actor/q": q.detach().mean(), "actor/z_norm": self.latent_norm(z)}

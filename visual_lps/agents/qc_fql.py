@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig
+from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig, normalized_q_loss
 from visual_lps.agents.base import Batch, Features, frozen_call
 from visual_lps.nn.flow_policy import FlowPolicy
 from visual_lps.nn.mlp import MLP
@@ -75,7 +75,7 @@ class QCFQLAgent(ActorCriticAgent):
         """mu(s, eps), unclipped (the distillation compares it before clipping, as the reference does)."""
         return self.actor(torch.cat([features, noise], dim=-1))
 
-    def policy(self, features: Features, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def policy_actions(self, features: Features, noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
             noise = torch.randn(features["actor"].shape[0], self.chunk_dim, device=features["actor"].device)
         return self.one_step(features["actor"], noise).clamp(-1.0, 1.0)
@@ -96,7 +96,7 @@ class QCFQLAgent(ActorCriticAgent):
         actions = self.one_step(features["actor"].detach(), noise)
         distill = (actions - target).pow(2).mean()
         q = frozen_call(self.critic, features["critic"].detach(), actions.clamp(-1.0, 1.0)).mean(dim=0)
-        q_loss = -q.mean() / q.detach().abs().mean().clamp_min(1e-6)
+        q_loss = normalized_q_loss(q)
         loss = self.config.alpha * distill + q_loss
         return loss, {"actor/loss": loss.detach(), "actor/distill": distill.detach(), "actor/q": q.detach().mean()}
 
@@ -104,7 +104,7 @@ class QCFQLAgent(ActorCriticAgent):
         features, next_features = self.encode_transition(batch)
         random = batch["random"]
         with torch.no_grad():
-            next_actions = self.policy(next_features, random["next"])
+            next_actions = self.policy_actions(next_features, random["next"])
         critic_loss, metrics = self.critic_loss(features["critic"], next_features["target"], batch, next_actions)
         bc_loss, bc_metrics = self.bc_flow.loss(features["bc_flow"], batch["actions"].flatten(1), random["bc_flow"])
         actor_loss, actor_metrics = self.actor_loss(features, random["distill"])

@@ -29,7 +29,7 @@ class ActModule(nn.Module):
         self.agent = agent
 
     def forward(self, observations):
-        return self.agent._act(observations)
+        return self.agent.act_traceable(observations)
 
 
 def example_observation(spec: ObsSpec, device: torch.device | str = "cpu"):

@@ -21,7 +21,8 @@ class CriticEnsemble(nn.Module):
         num_members: int,
         layer_norm: bool,
     ):
-        """No defaults here: they are stated once, in the agent's config (`CriticConfig`)."""
+        """No defaults here: they come from the agent's config (`CriticConfig`, which a task's defaults and flags
+        may override)."""
         super().__init__()
         self.num_members = num_members
         self.net = EnsembleMLP(num_members, feature_dim + action_dim, hidden_dims, 1, layer_norm=layer_norm)

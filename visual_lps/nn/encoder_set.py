@@ -51,12 +51,13 @@ class EncoderSet(nn.Module):
             self.by_role = nn.ModuleDict({role: build_encoder(name, obs_spec, weights) for role in roles})
             if target_role is not None:
                 self.target = copy.deepcopy(self.by_role[target_role]).requires_grad_(False)
-        self.augment = RandomShift(augment_pad, augment_prob) if self.inputs.is_image and augment_prob > 0 else None
-        self.feature_dim: int = self.inputs.feature_dim
+        self.augment = RandomShift(augment_pad, augment_prob) if self.first_encoder.is_image and augment_prob > 0 else None
+        self.feature_dim: int = self.first_encoder.feature_dim
 
     @property
-    def inputs(self) -> nn.Module:
-        """The encoder whose `preprocess` and `image_keys` describe the inputs (all encoders agree on them)."""
+    def first_encoder(self) -> nn.Module:
+        """The shared encoder, or the first role's: its `preprocess`, `image_keys`, `is_image` and `feature_dim`
+        describe every encoder of the set (all are built alike)."""
         return self.encoder if self.shared else self.by_role[self.roles[0]]
 
     def all_encoders(self) -> list[nn.Module]:
@@ -77,23 +78,23 @@ class EncoderSet(nn.Module):
 
     def forward(self, observations) -> Features:
         """Features per role of stored observations (no augmentation, no target view)."""
-        return self._encode(self.inputs.preprocess(observations), self.roles)
+        return self._encode(self.first_encoder.preprocess(observations), self.roles)
 
     def draw_random_inputs(self, batch_size: int, device: torch.device,
                            generator: torch.Generator | None = None) -> dict[str, Any]:
         """The random shifts of one transition batch's images (nothing without augmentation)."""
         if self.augment is None:
             return {}
-        return {"shifts": self.augment.draw_transition(batch_size, self.inputs.image_keys, device, generator)}
+        return {"shifts": self.augment.draw_transition(batch_size, self.first_encoder.image_keys, device, generator)}
 
     def transition(self, batch: dict[str, Any], next_roles: tuple[str, ...]) -> tuple[Features, Features]:
         """Features per role of s_t (with gradient where that role's loss trains the encoder) and, without
         gradient, of s_{t+h} for `next_roles` (which may include 'target'). Both views share one random shift
         per transition, so the TD target looks through the same window as the Q-value it trains."""
-        obs = self.inputs.preprocess(batch["observations"])
-        next_obs = self.inputs.preprocess(batch["next_observations"]) if next_roles else None
+        obs = self.first_encoder.preprocess(batch["observations"])
+        next_obs = self.first_encoder.preprocess(batch["next_observations"]) if next_roles else None
         if self.augment is not None:
-            shifts, keys = batch["random"]["shifts"], self.inputs.image_keys
+            shifts, keys = batch["random"]["shifts"], self.first_encoder.image_keys
             if next_obs is None:
                 obs = self.augment.observation(shifts, obs, keys)
             else:
@@ -118,23 +119,3 @@ class EncoderSet(nn.Module):
             return [], []
         return list(self.target.parameters()), list(self.by_role[self.target_role].parameters())
 
-
-LEGACY_PREFIXES = {"encoder.": "encoders.encoder.", "target_encoder.": "encoders.target."}
-
-
-def upgrade_legacy_keys(state_dict: dict[str, Any], prefix: str, roles: tuple[str, ...]) -> None:
-    """Checkpoints written before the encoder set (keys `encoder.*`, `encoders.<role>.*`, `target_encoder.*`)
-    load into it: their keys are renamed in place."""
-    for key in list(state_dict):
-        local = key[len(prefix):] if key.startswith(prefix) else None
-        if local is None:
-            continue
-        new = None
-        for old, replacement in LEGACY_PREFIXES.items():
-            if local.startswith(old):
-                new = replacement + local[len(old):]
-        role = local.split(".")[1] if local.startswith("encoders.") and local.count(".") >= 2 else None
-        if role in roles:
-            new = "encoders.by_role." + local[len("encoders."):]
-        if new is not None:
-            state_dict[prefix + new] = state_dict.pop(key)

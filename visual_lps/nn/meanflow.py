@@ -31,7 +31,8 @@ class MeanFlowPrior(nn.Module):
         loss_power: float,
         loss_eps: float,
     ):
-        """No defaults here: they are stated once, in the agent's config (`LPSConfig`)."""
+        """No defaults here: they come from the agent's config (`FlowBCConfig`, which a task's defaults and flags
+        may override)."""
         super().__init__()
         self.action_dim = action_dim
         self.t_mean, self.t_std = t_mean, t_std

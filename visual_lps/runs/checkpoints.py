@@ -151,7 +151,8 @@ def load_agent(path: str | Path, device: str | torch.device = "cpu") -> LoadedCh
         train_cfg = TrainConfig(**coerce(TrainConfig, config["train"], "train section"))
         if train_cfg.agent not in AGENTS:
             raise ValueError(f"unknown agent {train_cfg.agent!r}; available: {', '.join(AGENTS)}")
-        agent_cfg_cls, agent_cls = AGENTS[train_cfg.agent]
+        registered = AGENTS[train_cfg.agent]
+        agent_cfg_cls, agent_cls = registered.config, registered.agent
         agent_cfg = agent_cfg_cls(**coerce(agent_cfg_cls, config["agent"], "agent section"))
     except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{config_file}: {one_line(e)}") from None

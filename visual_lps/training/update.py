@@ -49,9 +49,12 @@ class UpdateStep:
         if mixed_precision not in (None, "no", "bf16"):
             raise ValueError(f"mixed precision {mixed_precision!r} is not supported: use 'bf16' or 'no' (fp16 "
                              f"needs loss scaling, which bf16 does not)")
+        if len(optimizer.param_groups) != 1:
+            raise ValueError(f"the update steps one parameter group with one lr and betas; the optimizer has "
+                             f"{len(optimizer.param_groups)} groups: put every parameter in one")
         self.agent = agent
         self.optimizer = optimizer
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.params = list(optimizer.param_groups[0]["params"])
         self.device = self.params[0].device
         self.autocast = mixed_precision == "bf16"
         self.world = process_count()
@@ -152,8 +155,8 @@ class UpdateStep:
         self.first_bad.copy_(torch.where(newly_bad, self.step_count, self.first_bad))
 
     def _adam(self, grads, moments, squares, steps) -> None:
-        """torch.optim.Adam's update (no weight decay, no amsgrad) on every parameter at once, with the step
-        counts kept on the device so that nothing reads back to the host."""
+        """torch.optim.Adam's update (no weight decay, no amsgrad) on every parameter at once (one group, checked
+        when built), with the step counts kept on the device so that nothing reads back to the host."""
         group = self.optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         torch._foreach_add_(steps, 1.0)
