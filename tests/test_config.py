@@ -39,14 +39,21 @@ def test_a_task_file_gives_each_agent_the_fields_it_has(tmp_path: Path, monkeypa
     assert not hasattr(flow_bc, "critic_hidden_dims") and flow_bc.prior_hidden_dims == (512, 512, 512, 512)
     families = tmp_path / "configs"
     families.mkdir()
-    (families / "cube.yaml").write_text("train: {}\nagent:\n  critic_hiden_dims: [8]\n")
+    (families / "visual.yaml").write_text("train: {}\nagent:\n  critic_hiden_dims: [8]\n")
     monkeypatch.setattr("visual_lps.tasks.CONFIG_DIR", families)
-    with pytest.raises(SystemExit, match=r"cube.yaml: unknown agent field\(s\) \['critic_hiden_dims'\]; no agent has"):
-        parse_args(["--task", "cube-single", "--agent", "flow-bc", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match=r"visual.yaml: unknown agent field\(s\) \['critic_hiden_dims'\]; no agent has"):
+        parse_args(["--task", "visual-cube", "--agent", "flow-bc", "--out", str(tmp_path / "c")])
 
 
-def test_every_task_has_its_family_config():
-    assert all(task.config_path.exists() for task in TASKS.values())
+def test_every_task_file_named_exists_and_differs_from_the_defaults():
+    """A task file holds only what the task changes: one that repeated the dataclass defaults would go stale."""
+    paths = {task.config_path for task in TASKS.values()} - {None}
+    assert {path.name for path in paths} == {"visual.yaml", "robot.yaml"}
+    for path in paths:
+        content = yaml.safe_load(path.read_text())
+        assert all(getattr(TrainConfig(), k) != v for k, v in content["train"].items()), path
+        defaults = AGENTS["lps"][0]()
+        assert all(getattr(defaults, k) != v for k, v in content["agent"].items()), path
 
 
 def test_flags_override_yaml_and_defaults():
@@ -54,7 +61,7 @@ def test_flags_override_yaml_and_defaults():
                                "--no-progress", "--batch-size", "32"])
     assert (train.task, train.batch_size, train.progress) == ("scene", 32, False)
     assert (agent.horizon, agent.prior_hidden_dims) == (10, (64, 64))
-    assert agent.critic_hidden_dims == (256, 256, 256, 256)  # from configs/scene.yaml, as a tuple
+    assert agent.critic_hidden_dims == (256, 256, 256, 256)  # the dataclass default (scene has no file)
     assert train.out == "runs/scene-task1-lps-s0"
 
 

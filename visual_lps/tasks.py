@@ -1,20 +1,24 @@
-"""The tasks `train.py --task` accepts, and what each one does: load its data, prepare the agent for it, build
-its evaluator, name its config file. A new data source is one more class with these methods.
+"""The tasks `train.py --task` accepts, and what each one does: hold its defaults, load its data, prepare the
+agent for it, and build the evaluator that turns an agent into metrics. A new data source is one more class
+with these methods (and, where it has its own defaults, a file in configs/).
 
 Loaders and simulators are imported inside the methods that need them: a robot run never imports MuJoCo.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from visual_lps.config import load_yaml
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from visual_lps.config import TrainConfig
-    from visual_lps.data.chunks import OfflineData
+    from visual_lps.data.chunks import ChunkSampler, DataNeeds, OfflineData
     from visual_lps.data.node_share import NodeShare
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -33,23 +37,39 @@ class TaskData:
     """the reward variant, where the task has one"""
 
 
+class Evaluator(Protocol):
+    """What the trainer calls every --eval-every steps (main process only), the agent in eval mode."""
+
+    def evaluate(self, agent: nn.Module) -> dict[str, float]:
+        """metric name (as logged to TensorBoard) -> value"""
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        """the metrics as one line of the training log"""
+
+
+def task_defaults(config_path: Path | None, agent_defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The task file's sections (none without a file), the task's own agent values on top."""
+    base = load_yaml(config_path) if config_path else {"train": {}, "agent": {}}
+    return {"train": base["train"], "agent": base["agent"] | agent_defaults}
+
+
 @dataclass(frozen=True)
 class OGBenchTask:
-    """A single-task OGBench manipulation problem trained from a 'play' dataset."""
+    """A single-task OGBench manipulation problem trained from a 'play' dataset, evaluated in its simulator."""
 
     name: str
     """the --task name"""
     env_base: str
     """ogbench name stem, e.g. 'cube-single' (datasets '<stem>-play-v0', eval env '<stem>-singletask-task<i>-v0')"""
-    config_family: str
-    """configs/<family>.yaml holds the defaults of this family"""
     sparse: bool
     """default of --sparse (the paper's '-sparse' variants)"""
+    agent_defaults: dict[str, Any] = field(default_factory=dict)
+    """agent fields whose default depends on the task (a flag or the task file's value overrides them)"""
 
     @property
     def from_pixels(self) -> bool:
         """whether the agent reads camera frames (a run then fills a GPU rather than a sliver of it)"""
-        return self.config_family == "visual"
+        return self.env_base.startswith("visual-")
 
     @property
     def dataset_name(self) -> str:
@@ -59,8 +79,12 @@ class OGBenchTask:
         return f"{self.env_base}-singletask-task{task_id}-v0"
 
     @property
-    def config_path(self) -> Path:
-        return CONFIG_DIR / f"{self.config_family}.yaml"
+    def config_path(self) -> Path | None:
+        """configs/visual.yaml for the visual tasks (their encoder); state tasks train on the dataclass defaults"""
+        return CONFIG_DIR / "visual.yaml" if self.from_pixels else None
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        return task_defaults(self.config_path, self.agent_defaults)
 
     has_simulator = True
 
@@ -84,11 +108,40 @@ class OGBenchTask:
     def prepare_agent(self, agent: nn.Module, data: TaskData) -> None:
         """OGBench actions are already in [-1, 1] and its states need no statistics."""
 
-    def make_evaluator(self, train_cfg: TrainConfig) -> Any:
-        """The single-task evaluation env of --task-id (None when --eval-episodes is 0)."""
-        from visual_lps.envs.ogbench_env import make_eval_env
+    def make_evaluator(
+        self, train_cfg: TrainConfig, data: TaskData, needs: DataNeeds, device: torch.device
+    ) -> Evaluator | None:
+        """Rollouts in the single-task env of --task-id (None when --eval-episodes is 0)."""
+        if train_cfg.eval_episodes == 0:
+            return None
+        from visual_lps.envs.ogbench_env import RolloutEvaluator
 
-        return make_eval_env(self.eval_env_name(train_cfg.task_id)) if train_cfg.eval_episodes > 0 else None
+        return RolloutEvaluator(self.eval_env_name(train_cfg.task_id), train_cfg.eval_episodes, device,
+                                seed=train_cfg.seed * 100_000, progress=train_cfg.progress)
+
+
+VALIDATION_BATCHES = 4
+"""batches of held-out demos averaged for the offline metrics of robot runs"""
+
+
+@dataclass
+class OfflineValidation:
+    """The agent's `validation_metrics` on held-out demos, averaged over the same batches every time."""
+
+    sampler: ChunkSampler
+    batch_size: int
+    seed: int
+
+    def evaluate(self, agent: nn.Module) -> dict[str, float]:
+        self.sampler.generator.manual_seed(self.seed)
+        totals: dict[str, float] = {}
+        for _ in range(VALIDATION_BATCHES):
+            for k, v in agent.validation_metrics(self.sampler.sample(self.batch_size)).items():
+                totals[k] = totals.get(k, 0.0) + v.item() / VALIDATION_BATCHES
+        return totals
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
 
 
 @dataclass(frozen=True)
@@ -97,13 +150,15 @@ class RobotTask:
     simulator: evaluation reports offline metrics on the file's mask/valid demos instead."""
 
     name: str = "robot"
-    config_family: str = "robot"
     from_pixels: bool = True
     """robot datasets hold camera frames (a file of proprioception alone trains too, but is not sized for)"""
 
     @property
     def config_path(self) -> Path:
-        return CONFIG_DIR / f"{self.config_family}.yaml"
+        return CONFIG_DIR / "robot.yaml"
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        return task_defaults(self.config_path, {})
 
     has_simulator = False
 
@@ -146,27 +201,38 @@ class RobotTask:
         for split in filter(None, (data.train, data.valid)):
             split.actions = agent.normalize_actions(torch.from_numpy(split.actions)).numpy()
 
-    def make_evaluator(self, train_cfg: TrainConfig) -> None:
-        """No simulator: the trainer reports offline metrics on the held-out demos instead."""
-        return None
+    def make_evaluator(
+        self, train_cfg: TrainConfig, data: TaskData, needs: DataNeeds, device: torch.device
+    ) -> Evaluator | None:
+        """Offline metrics on the held-out demos (None when the file holds none out)."""
+        from visual_lps.data.chunks import ChunkSampler
+
+        if data.valid is None:
+            return None
+        try:
+            sampler = ChunkSampler(data.valid, needs, device, seed=train_cfg.seed, placement=train_cfg.data_on)
+        except ValueError as e:
+            raise ValueError(f"{data.path}: held-out (mask/valid) demos: {e}") from None
+        return OfflineValidation(sampler, train_cfg.batch_size, train_cfg.seed)
 
 
 Task = OGBenchTask | RobotTask
 
+STATE_TASKS = [  # name, sparse rewards by default, QC-FQL's distillation weight alpha (its reference's)
+    ("cube-single", False, 30.0),
+    ("cube-double", False, 3.0),
+    ("scene", True, 1.0),
+    ("puzzle-3x3", True, 3.0),
+    ("puzzle-4x4", False, 10.0),
+]
+"""each OGBench task is trained from states and, as visual-<name>, from camera frames with the same defaults"""
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in [
-        OGBenchTask("cube-single", "cube-single", "cube", sparse=False),
-        OGBenchTask("cube-double", "cube-double", "cube", sparse=False),
-        OGBenchTask("scene", "scene", "scene", sparse=True),
-        OGBenchTask("puzzle-3x3", "puzzle-3x3", "puzzle", sparse=True),
-        OGBenchTask("puzzle-4x4", "puzzle-4x4", "puzzle", sparse=False),
-        OGBenchTask("visual-cube", "visual-cube-single", "visual", sparse=False),
-        OGBenchTask("visual-cube-single", "visual-cube-single", "visual", sparse=False),
-        OGBenchTask("visual-cube-double", "visual-cube-double", "visual", sparse=False),
-        OGBenchTask("visual-scene", "visual-scene", "visual", sparse=True),
-        OGBenchTask("visual-puzzle-3x3", "visual-puzzle-3x3", "visual", sparse=True),
-        OGBenchTask("visual-puzzle-4x4", "visual-puzzle-4x4", "visual", sparse=False),
+        *(OGBenchTask(name, name, sparse, {"alpha": alpha}) for name, sparse, alpha in STATE_TASKS),
+        OGBenchTask("visual-cube", "visual-cube-single", sparse=False, agent_defaults={"alpha": 30.0}),
+        *(OGBenchTask(f"visual-{name}", f"visual-{name}", sparse, {"alpha": alpha}) for name, sparse, alpha in STATE_TASKS),
         RobotTask(),
     ]
 }

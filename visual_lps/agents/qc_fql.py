@@ -20,10 +20,6 @@ from visual_lps.nn.flow_policy import FlowPolicy
 from visual_lps.nn.mlp import MLP
 from visual_lps.observations import ObsSpec
 
-ALPHA_BY_TASK = {"cube-single": 30.0, "cube-double": 3.0, "scene": 1.0, "puzzle-3x3": 3.0, "puzzle-4x4": 10.0}
-"""the distillation weight the reference uses per environment (visual tasks take their state twin's)"""
-
-
 @dataclass
 class QCFQLConfig(CriticConfig):
     """QC-FQL defaults, from its public reference code."""
@@ -35,17 +31,14 @@ class QCFQLConfig(CriticConfig):
     flow_steps: int = 10
     """Euler steps of the BC flow when it is sampled (the distillation target)"""
     alpha: float | None = None
-    """distillation weight; unset: the task's published value (cube-single 30, cube-double 3, scene 1, puzzle-3x3 3, puzzle-4x4 10)"""
+    """distillation weight; unset: the task's published value (visual_lps.tasks: cube-single 30, cube-double 3, scene 1, puzzle-3x3 3, puzzle-4x4 10)"""
     critic_target: str = "mean"
     """how the TD target combines the target critics: 'min' (clipped double Q) or 'mean' (QC-FQL's)"""
 
     def for_task(self, task: str) -> None:
+        """The task's defaults (visual_lps.tasks) fill alpha where it has a published value; elsewhere it is given."""
         if self.alpha is None:
-            base = task.removeprefix("visual-")
-            base = {"cube": "cube-single"}.get(base, base)  # --task visual-cube is visual-cube-single
-            if base not in ALPHA_BY_TASK:
-                raise ValueError(f"qc-fql has no published alpha for task {task!r}: give --alpha")
-            self.alpha = ALPHA_BY_TASK[base]
+            raise ValueError(f"qc-fql has no published alpha for task {task!r}: give --alpha")
 
     def ranges(self) -> dict[str, tuple[bool, str]]:
         return super().ranges() | {
@@ -67,7 +60,7 @@ class QCFQLAgent(ActorCriticAgent):
     def __init__(self, config: QCFQLConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
         if config.alpha is None:
-            raise ValueError("qc-fql: alpha is unset (QCFQLConfig.for_task fills the task's value)")
+            raise ValueError("qc-fql: alpha is unset (the task's defaults, visual_lps.tasks, hold its value)")
         self.bc_flow = FlowPolicy(self.feature_dim, self.chunk_dim, config.bc_flow_hidden_dims, config.flow_steps)
         self.actor = MLP(self.feature_dim + self.chunk_dim, config.onestep_hidden_dims, self.chunk_dim)
 

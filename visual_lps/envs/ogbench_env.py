@@ -1,4 +1,5 @@
-"""OGBench single-task evaluation environments and the rollout loop (chunks executed by a `ChunkExecutor`)."""
+"""OGBench single-task evaluation environments, the rollout loop (chunks executed by a `ChunkExecutor`), and
+the evaluator OGBench tasks give the trainer."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from dataclasses import dataclass
 import gymnasium
 import numpy as np
 import ogbench.manipspace  # noqa: F401  (registers the environments)
+import torch
 
 from visual_lps.deploy.execution import ChunkExecutor
+from visual_lps.deploy.policy import Policy
 
 ChunkPolicy = Callable[[np.ndarray], np.ndarray]
 """observation -> action chunk (h, action_dim)"""
@@ -75,3 +78,19 @@ def evaluate(
         returns.append(total)
         lengths.append(length)
     return EvalResult(float(np.mean(successes)), float(np.mean(returns)), float(np.mean(lengths)), frames)
+
+
+class RolloutEvaluator:
+    """A task's evaluator during training (`visual_lps.tasks.Evaluator`): the agent's success rate and return
+    over the same `episodes` episodes (seeds `seed`, `seed + 1`, ...) each time, in one env made once per run."""
+
+    def __init__(self, env_name: str, episodes: int, device: torch.device, seed: int, progress: bool):
+        self.env = make_eval_env(env_name)
+        self.episodes, self.device, self.seed, self.progress = episodes, device, seed, progress
+
+    def evaluate(self, agent: torch.nn.Module) -> dict[str, float]:
+        result = evaluate(Policy(agent, self.device), self.env, self.episodes, seed=self.seed, progress=self.progress)
+        return {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
+
+    def describe(self, metrics: dict[str, float]) -> str:
+        return f"success rate {metrics['eval/success_rate']:.2%} over {self.episodes} episodes"

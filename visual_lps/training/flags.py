@@ -105,7 +105,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
         refuse_changes_on_resume(saved, base, train_given, agent_given)
     else:
         task = get_task(train_given.get("task", TrainConfig.task))
-        base = load_yaml(task.config_path)
+        base = task.defaults()
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
     get_task(train.task)
     check_ranges(train)
@@ -115,7 +115,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
     foreign = sorted(k for k in agent_given if k not in {f.name for f in fields(agent_cls)})
     if foreign:
         raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
-    agent_base = base["agent"] if train.resume else task_defaults_for(agent_cls, base["agent"], task.config_path)
+    agent_base = base["agent"] if train.resume else task_defaults_for(agent_cls, base["agent"], task.config_path or Path(f"task {task.name}"))
     agent = agent_cls(**(coerce(agent_cls, agent_base, "config") | agent_given))
     agent.for_task(train.task)
     check_ranges(agent)

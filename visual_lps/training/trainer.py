@@ -1,26 +1,40 @@
-"""The training loop: data, agent and optimiser prepared by Accelerate, periodic evaluation, logging,
+"""The training loop: data, agent and optimiser prepared by Accelerate, the task's evaluation, logging,
 checkpoints that hold everything needed to resume (flags: `visual_lps.training.flags`; checkpoint files:
-`visual_lps.training.checkpointing`; the update itself: `visual_lps.training.update`).
+`visual_lps.training.checkpointing`; the update itself: `visual_lps.training.update`; what each task loads and
+how it is evaluated: `visual_lps.tasks`).
 
 Single process (`python train.py`) and `accelerate launch train.py` run the same code. Each process draws
 its own batches (`--batch-size` is per process) from its own seeded sampler; evaluation, logging and
 checkpoint files are the main process's job.
+
+`train` runs its phases in order: runtime, lock, data, agent and optimiser, restore, run folder, loop.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
+from visual_lps.config import TrainConfig, save_run_config
+from visual_lps.data.chunks import ChunkSampler, DataNeeds
+from visual_lps.data.node_share import NodeShare
+from visual_lps.data.robot_hdf5 import DatasetFormatError
+from visual_lps.observations import ObsSpec, obs_spec, spec_to_yaml
 from visual_lps.runs.checkpoints import CheckpointError, latest_checkpoint, latest_complete_checkpoint
+from visual_lps.runs.folder import RunFolder, check_writable, clear_run_folder
+from visual_lps.runs.lock import RunLock, RunLockError
+from visual_lps.tasks import Evaluator, Task, TaskData, get_task
 from visual_lps.training.checkpointing import (
     CheckpointWriteError,
     check_data_only,
@@ -30,20 +44,11 @@ from visual_lps.training.checkpointing import (
     save_checkpoint,
     space_warning,
 )
-from visual_lps.config import TrainConfig, save_run_config
-from visual_lps.runs.folder import RunFolder, check_writable, clear_run_folder
-from visual_lps.data.chunks import ChunkSampler, OfflineData, RandomInputs
-from visual_lps.data.node_share import NodeShare
-from visual_lps.data.robot_hdf5 import DatasetFormatError
 from visual_lps.training.signals import StopRequest
-from visual_lps.observations import obs_spec, spec_to_yaml
-from visual_lps.deploy.policy import Policy
-from visual_lps.runs.lock import RunLock, RunLockError
-from visual_lps.tasks import get_task
 from visual_lps.training.update import UpdateStep
 
-VALIDATION_BATCHES = 4
-"""batches of held-out demos averaged for the offline metrics of robot runs"""
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -51,12 +56,6 @@ class TrainingProgress:
     """The step counter, checkpointed with the run (in its training state, `visual_lps.runs.checkpoints`)."""
 
     step: int = 0
-
-
-def compile_update(train_cfg: TrainConfig, device: torch.device) -> bool:
-    """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA only:
-    on a CPU the compilation costs more time than a short run saves."""
-    return device.type == "cuda" if train_cfg.compile is None else train_cfg.compile
 
 
 @dataclass
@@ -69,15 +68,19 @@ class TrainingOutcome:
     """the signal that stopped the run early (after a checkpoint), if any"""
 
 
+def compiles_update(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA only:
+    on a CPU the compilation costs more time than a short run saves."""
+    return device.type == "cuda" if train_cfg.compile is None else train_cfg.compile
+
+
 def is_out_of_memory(error: RuntimeError) -> bool:
     """CUDA's OutOfMemoryError, or the CPU allocator's plain RuntimeError (a batch too large for the host)."""
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
-def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
-    """Train, evaluate and checkpoint until `steps`, a stop signal (checkpoint, then return) or a non-finite
-    value (SystemExit naming it; the last good checkpoint stays). The main process holds the run folder's lock
-    throughout: a second run on the same --out is refused before it loads data or clears anything."""
+def start_accelerator(train_cfg: TrainConfig) -> Accelerator:
+    """Accelerate joined into one process group per launch, with the precision settings of the flags."""
     accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
     if accelerator.mixed_precision == "fp16":
         raise SystemExit("error: mixed precision fp16 is not supported (it needs loss scaling): use bf16 "
@@ -92,32 +95,33 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     if accelerator.device.type == "cuda":
         torch.set_float32_matmul_precision("high" if train_cfg.tf32 else "highest")
         torch.backends.cudnn.allow_tf32 = train_cfg.tf32
-    lock = None
-    if accelerator.is_main_process:
-        try:
-            lock = RunLock.acquire(train_cfg.out)
-        except RunLockError as e:
-            raise SystemExit(f"error: --out {e}") from None
+    return accelerator
+
+
+@contextmanager
+def locked_run_folder(accelerator: Accelerator, out: str) -> Iterator[None]:
+    """The main process holds the run folder's lock throughout: a second run on the same --out is refused
+    before it loads data or clears anything."""
+    if not accelerator.is_main_process:
+        yield
+        return
     try:
-        if lock is not None:
-            if lock.taken_over:
-                accelerator.print(f"warning: {lock.taken_over}")
-            check_writable(lock.folder)
-        return _train(accelerator, train_cfg, agent_cfg)
+        lock = RunLock.acquire(out)
+    except RunLockError as e:
+        raise SystemExit(f"error: --out {e}") from None
+    try:
+        if lock.taken_over:
+            accelerator.print(f"warning: {lock.taken_over}")
+        check_writable(lock.folder)
+        yield
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()
 
 
-def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
-    """The run itself, its folder locked by the main process."""
-    import yaml
-    from torch.utils.tensorboard import SummaryWriter
-
-    run_dir = Path(train_cfg.out)
-    task = get_task(train_cfg.task)
+def load_task_data(accelerator: Accelerator, task: Task, train_cfg: TrainConfig) -> tuple[TaskData, str]:
+    """The task's data and how this node shares it: the node's first process loads first; the others map the
+    observations it shared (NodeShare)."""
     try:
-        # The node's first process loads first; the others map the observations it shared (NodeShare).
         share = NodeShare(f"{os.getppid()}", accelerator.local_process_index,
                           int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         with accelerator.local_main_process_first():
@@ -126,14 +130,16 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
         raise SystemExit(f"error: {e}") from e
     accelerator.wait_for_everyone()
     share.release()
-    data, valid_data, path = task_data.train, task_data.valid, task_data.path
+    return task_data, share.describe()
 
+
+def build_agent(
+    accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any, task: Task, task_data: TaskData, spec: ObsSpec
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The agent, identical on every process, prepared for the task, and its Adam, both prepared by Accelerate."""
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
-    needs = agent_cfg.data_needs  # what the agent reads: chunk horizon, stacked frames
-    spec, action_dim = obs_spec(data.observations, needs.frame_stack), int(data.actions.shape[1])
-    agent_cls = AGENTS[train_cfg.agent][1]
     try:
-        agent = agent_cls(agent_cfg, spec, action_dim)
+        agent = AGENTS[train_cfg.agent][1](agent_cfg, spec, int(task_data.train.actions.shape[1]))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
     task.prepare_agent(agent, task_data)
@@ -146,142 +152,171 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
     # No DDP wrapper: UpdateStep averages the gradients itself, inside the one compiled graph.
     core = accelerator.prepare_model(agent, evaluation_mode=True)
     accelerator.prepare_optimizer(adam)
-    def make_sampler(split: OfflineData, seed: int, what: str, random_inputs: RandomInputs | None) -> ChunkSampler:
-        try:
-            return ChunkSampler(split, needs, accelerator.device, seed=seed, draw_random=random_inputs,
-                                placement=train_cfg.data_on)
-        except ValueError as e:
-            raise SystemExit(f"error: {path}: {what}: {e}") from None
+    return core, adam
 
-    sampler = make_sampler(data, train_cfg.seed * 1000 + accelerator.process_index, "training demos",
-                           core.draw_random_inputs)
-    valid_sampler = None  # offline metrics of robot runs, main process only; fixed batches (reseeded each time)
-    if valid_data is not None and accelerator.is_main_process:
-        valid_sampler = make_sampler(valid_data, train_cfg.seed, "held-out (mask/valid) demos", None)
-    progress = TrainingProgress()
 
-    if train_cfg.resume:
-        ckpt, skipped = latest_complete_checkpoint(run_dir)
-        for reason in skipped:
-            accelerator.print(f"warning: {reason}; resuming from an earlier one")
-        if ckpt is None:
-            found = f"only incomplete ones ({len(skipped)})" if skipped else "no checkpoint"
-            raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds {found}")
-        try:
-            check_data_only(ckpt)  # before Accelerate unpickles anything of it
-            progress.step, generators = load_training_state(ckpt)
-            accelerator.load_state(str(ckpt))
-        except CheckpointError as e:
-            raise SystemExit(f"error: --resume: {e}") from None
-        except Exception as e:  # a damaged checkpoint written before manifests
-            raise SystemExit(f"error: --resume: cannot load checkpoint {ckpt} ({type(e).__name__}: {e})") from None
-        sampler.load_state_dict({"generators": generators})
-        accelerator.print(f"resumed from {ckpt} at step {progress.step}")
-
-    writer = None
-    eval_env = None
-    if accelerator.is_main_process:
-        if train_cfg.overwrite:
-            clear_run_folder(run_dir)
-        save_run_config(RunFolder(run_dir).config, train_cfg, agent_cfg)
-        agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": action_dim, "dataset": str(path),
-                      "sparse": task_data.sparse}
-        RunFolder(run_dir).spec.write_text(yaml.safe_dump(agent_spec, sort_keys=False))
-        writer = SummaryWriter(str(RunFolder(run_dir).logs))
-        eval_env = task.make_evaluator(train_cfg)
-        accelerator.print(
-            f"training {train_cfg.agent} on {task.describe(train_cfg)} "
-            f"({len(sampler)} chunks from {data.num_episodes} episodes of {path}) -> {run_dir}"
-        )
-        accelerator.print(f"data: {sampler.placement_reason}{share.describe()}")
-        warning = space_warning(run_dir, checkpoint_bytes(core), progress.step, train_cfg.steps,
-                                train_cfg.save_every, train_cfg.keep_last)
-        if warning:
-            accelerator.print(warning)
-
-    def run_validation(step: int) -> dict[str, float]:
-        """Offline metrics on the held-out demos: the same batches every time (fixed seed)."""
-        core.eval()
-        valid_sampler.generator.manual_seed(train_cfg.seed)
-        totals: dict[str, float] = {}
-        for _ in range(VALIDATION_BATCHES):
-            for k, v in core.validation_metrics(valid_sampler.sample(train_cfg.batch_size)).items():
-                totals[k] = totals.get(k, 0.0) + v.item() / VALIDATION_BATCHES
-        core.train()
-        tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in totals.items()))
-        return totals
-
-    def run_eval(step: int) -> dict[str, float]:
-        from visual_lps.envs.ogbench_env import evaluate  # the simulator, for tasks that have one
-
-        core.eval()
-        result = evaluate(
-            Policy(core, accelerator.device), eval_env, train_cfg.eval_episodes,
-            seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
-        )
-        core.train()
-        tqdm.write(f"step {step}: success rate {result.success_rate:.2%} over {train_cfg.eval_episodes} episodes")
-        return {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
-
-    def checkpoint(step: int) -> None:
-        """Only weights known to be finite and in sync across processes are saved."""
-        update.check_finite()
-        start = time.time()
-        check_ranks_in_sync(accelerator, core)
-        generators = sampler.state_dict()["generators"]  # every process's: all of them gather them
-        saved = save_checkpoint(accelerator, run_dir, step, train_cfg.keep_last, generators)
-        if writer is not None:
-            writer.add_scalar("perf/checkpoint_seconds", time.time() - start, step)
-        if accelerator.num_processes > 1:
-            accelerator.print(f"checkpoint {saved.name}: weights identical on all {accelerator.num_processes} processes")
-
-    outcome = TrainingOutcome(step=progress.step)
-    compiled = compile_update(train_cfg, accelerator.device)
-    core.compile_act_on_cuda = compiled  # evaluation's `act` follows --compile / --no-compile
-    update = UpdateStep(core, adam, compile=compiled, backend=train_cfg.compile_backend,
-                        mixed_precision=accelerator.mixed_precision, first_step=progress.step)
-    tf32 = accelerator.device.type == "cuda" and train_cfg.tf32
-    accelerator.print(f"update: {update.describe()}" + (", TF32 matmuls" if tf32 else ""))
-    stop = StopRequest()
-    bar = tqdm(
-        total=train_cfg.steps, initial=progress.step, desc="training", unit="step",
-        disable=not (accelerator.is_main_process and train_cfg.progress), dynamic_ncols=True,
-    )
-    tick, tick_step = time.time(), progress.step
+def make_sampler(accelerator: Accelerator, train_cfg: TrainConfig, core: torch.nn.Module, task_data: TaskData,
+                 needs: DataNeeds) -> ChunkSampler:
+    """This process's training batches, from its own seed, with the agent's random inputs of each update."""
     try:
-        while progress.step < train_cfg.steps:
-            update(sampler.sample(train_cfg.batch_size))
-            progress.step += 1
-            step = outcome.step = progress.step
-            bar.update()
+        return ChunkSampler(task_data.train, needs, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index,
+                            draw_random=core.draw_random_inputs, placement=train_cfg.data_on)
+    except ValueError as e:
+        raise SystemExit(f"error: {task_data.path}: training demos: {e}") from None
 
-            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                values = update.metrics()  # means since the last log, over all processes; raises on NaN/inf
-                if writer is not None:
-                    now = time.time()
-                    values["perf/steps_per_second"] = (step - tick_step) / max(now - tick, 1e-9)
-                    tick, tick_step = now, step
-                    for k, v in values.items():
-                        writer.add_scalar(k, v, step)
-                    bar.set_postfix({name: f"{values[name]:.3g}" for name in agent.progress_metrics})
-            if accelerator.is_main_process and (step % train_cfg.eval_every == 0 or step == train_cfg.steps):
-                evaluation = {}
-                if eval_env is not None:
-                    evaluation = run_eval(step)
-                elif valid_sampler is not None:
-                    evaluation = run_validation(step)
-                for k, v in evaluation.items():
-                    writer.add_scalar(k, v, step)
-                writer.flush()
-                outcome.metrics = evaluation
-            stopping = stop.should_stop(step)
-            if stopping or step % train_cfg.save_every == 0 or step == train_cfg.steps:
-                checkpoint(step)
-            if stopping:
-                outcome.stopped_by = stop.signal_name or "a signal to another process"
-                break
+
+def make_evaluator(accelerator: Accelerator, train_cfg: TrainConfig, task: Task, task_data: TaskData,
+                   needs: DataNeeds) -> Evaluator | None:
+    """The task's evaluator, built once, on the main process (which alone evaluates)."""
+    if not accelerator.is_main_process:
+        return None
+    try:
+        return task.make_evaluator(train_cfg, task_data, needs, accelerator.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def restore(accelerator: Accelerator, run_dir: Path, sampler: ChunkSampler) -> TrainingProgress:
+    """--resume: weights, Adam, the samplers' generators and the step of the latest complete checkpoint."""
+    progress = TrainingProgress()
+    ckpt, skipped = latest_complete_checkpoint(run_dir)
+    for reason in skipped:
+        accelerator.print(f"warning: {reason}; resuming from an earlier one")
+    if ckpt is None:
+        found = f"only incomplete ones ({len(skipped)})" if skipped else "no checkpoint"
+        raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds {found}")
+    try:
+        check_data_only(ckpt)  # before Accelerate unpickles anything of it
+        progress.step, generators = load_training_state(ckpt)
+        accelerator.load_state(str(ckpt))
+    except CheckpointError as e:
+        raise SystemExit(f"error: --resume: {e}") from None
+    except Exception as e:  # a damaged checkpoint written before manifests
+        raise SystemExit(f"error: --resume: cannot load checkpoint {ckpt} ({type(e).__name__}: {e})") from None
+    sampler.load_state_dict({"generators": generators})
+    accelerator.print(f"resumed from {ckpt} at step {progress.step}")
+    return progress
+
+
+def make_update(accelerator: Accelerator, train_cfg: TrainConfig, core: torch.nn.Module, adam: torch.optim.Optimizer,
+                first_step: int) -> UpdateStep:
+    """The whole update as one step, compiled or not (built after a restore, which replaces Adam's state)."""
+    compiled = compiles_update(train_cfg, accelerator.device)
+    core.compile_act_on_cuda = compiled  # evaluation's `act` follows --compile / --no-compile
+    return UpdateStep(core, adam, compile=compiled, backend=train_cfg.compile_backend,
+                      mixed_precision=accelerator.mixed_precision, first_step=first_step)
+
+
+def open_run_folder(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any, task_data: TaskData,
+                    spec: ObsSpec) -> SummaryWriter | None:
+    """The main process (re)writes the run's config and agent spec and opens its TensorBoard log."""
+    from torch.utils.tensorboard import SummaryWriter  # TensorBoard, imported by the process that writes it
+
+    if not accelerator.is_main_process:
+        return None
+    folder = RunFolder(Path(train_cfg.out))
+    if train_cfg.overwrite:
+        clear_run_folder(folder.root)
+    save_run_config(folder.config, train_cfg, agent_cfg)
+    agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": int(task_data.train.actions.shape[1]),
+                  "dataset": str(task_data.path), "sparse": task_data.sparse}
+    folder.spec.write_text(yaml.safe_dump(agent_spec, sort_keys=False))
+    return SummaryWriter(str(folder.logs))
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop reads and advances, built by the phases of `train`."""
+
+    accelerator: Accelerator
+    train_cfg: TrainConfig
+    core: torch.nn.Module
+    """the agent, prepared by Accelerate"""
+    sampler: ChunkSampler
+    update: UpdateStep
+    evaluator: Evaluator | None
+    """the task's, on the main process"""
+    writer: SummaryWriter | None
+    """TensorBoard, on the main process"""
+    progress: TrainingProgress
+    outcome: TrainingOutcome
+    bar: tqdm
+    last_log: tuple[float, int]
+    """(time, step) of the last training log, for the steps per second"""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train_cfg.out)
+
+
+def announce(run: TrainingRun, task: Task, task_data: TaskData, share_note: str) -> None:
+    """What trains on what, where the data live, whether the checkpoints fit, how the update runs."""
+    accelerator, cfg = run.accelerator, run.train_cfg
+    accelerator.print(
+        f"training {cfg.agent} on {task.describe(cfg)} "
+        f"({len(run.sampler)} chunks from {task_data.train.num_episodes} episodes of {task_data.path}) -> {run.run_dir}"
+    )
+    accelerator.print(f"data: {run.sampler.placement_reason}{share_note}")
+    warning = space_warning(run.run_dir, checkpoint_bytes(run.core), run.progress.step, cfg.steps, cfg.save_every,
+                            cfg.keep_last)
+    if warning:
+        accelerator.print(warning)
+    tf32 = accelerator.device.type == "cuda" and cfg.tf32
+    accelerator.print(f"update: {run.update.describe()}" + (", TF32 matmuls" if tf32 else ""))
+
+
+def due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+def log_training(run: TrainingRun, step: int) -> None:
+    """The update's metrics, means since the last log over all processes (raises on NaN/inf)."""
+    values = run.update.metrics()
+    if run.writer is None:
+        return
+    now, (then, then_step) = time.time(), run.last_log
+    values["perf/steps_per_second"] = (step - then_step) / max(now - then, 1e-9)
+    run.last_log = (now, step)
+    for k, v in values.items():
+        run.writer.add_scalar(k, v, step)
+    run.bar.set_postfix({name: f"{values[name]:.3g}" for name in run.core.progress_metrics})
+
+
+def evaluate(run: TrainingRun, step: int) -> dict[str, float]:
+    """The task's evaluation of the agent (main process), logged; no metrics where the task has no evaluator."""
+    metrics = {}
+    if run.evaluator is not None:
+        run.core.eval()
+        metrics = run.evaluator.evaluate(run.core)
+        run.core.train()
+        tqdm.write(f"step {step}: {run.evaluator.describe(metrics)}")
+    for k, v in metrics.items():
+        run.writer.add_scalar(k, v, step)
+    run.writer.flush()
+    return metrics
+
+
+def checkpoint(run: TrainingRun, step: int) -> None:
+    """Only weights known to be finite and in sync across processes are saved."""
+    run.update.check_finite()
+    start = time.time()
+    check_ranks_in_sync(run.accelerator, run.core)
+    generators = run.sampler.state_dict()["generators"]  # every process's: all of them gather them
+    saved = save_checkpoint(run.accelerator, run.run_dir, step, run.train_cfg.keep_last, generators)
+    if run.writer is not None:
+        run.writer.add_scalar("perf/checkpoint_seconds", time.time() - start, step)
+    processes = run.accelerator.num_processes
+    if processes > 1:
+        run.accelerator.print(f"checkpoint {saved.name}: weights identical on all {processes} processes")
+
+
+@contextmanager
+def errors_as_exit(run: TrainingRun) -> Iterator[None]:
+    """A NaN, a damaged frame, a failed checkpoint write or too large a batch stop the run in one line."""
+    try:
+        yield
     except (FloatingPointError, DatasetFormatError) as e:  # a NaN; a damaged frame read while training
-        last = latest_checkpoint(run_dir)
+        last = latest_checkpoint(run.run_dir)
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
         raise SystemExit(f"error: {e}; the run stops here, {kept}") from None
     except CheckpointWriteError as e:
@@ -290,13 +325,60 @@ def _train(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any) -> 
         if not is_out_of_memory(e):
             raise
         first_line = str(e).strip().splitlines()[0]
-        raise SystemExit(f"error: out of memory at step {progress.step + 1} with --batch-size {train_cfg.batch_size} "
-                         f"per process ({first_line}); give a smaller --batch-size") from None
+        raise SystemExit(f"error: out of memory at step {run.progress.step + 1} with --batch-size "
+                         f"{run.train_cfg.batch_size} per process ({first_line}); give a smaller --batch-size") from None
+
+
+def run_loop(run: TrainingRun) -> TrainingOutcome:
+    """Update, log, evaluate and checkpoint until --steps, or until a stop signal (checkpoint, then return)."""
+    cfg, outcome, stop = run.train_cfg, run.outcome, StopRequest()
+    try:
+        with errors_as_exit(run):
+            while run.progress.step < cfg.steps:
+                run.update(run.sampler.sample(cfg.batch_size))
+                run.progress.step += 1
+                step = outcome.step = run.progress.step
+                run.bar.update()
+                if due(step, cfg.log_every, cfg.steps):
+                    log_training(run, step)
+                if run.accelerator.is_main_process and due(step, cfg.eval_every, cfg.steps):
+                    outcome.metrics = evaluate(run, step)
+                stopping = stop.should_stop(step)
+                if stopping or due(step, cfg.save_every, cfg.steps):
+                    checkpoint(run, step)
+                if stopping:
+                    outcome.stopped_by = stop.signal_name or "a signal to another process"
+                    break
     finally:
         stop.restore()
-        bar.close()
-        if writer is not None:
-            writer.close()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        run.bar.close()
+        if run.writer is not None:
+            run.writer.close()
+    return outcome
+
+
+def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
+    """Train, evaluate and checkpoint until `steps`, a stop signal (checkpoint, then return) or a non-finite
+    value (SystemExit naming it; the last good checkpoint stays). The main process holds the run folder's lock
+    throughout: a second run on the same --out is refused before it loads data or clears anything."""
+    accelerator = start_accelerator(train_cfg)
+    with locked_run_folder(accelerator, train_cfg.out):
+        task = get_task(train_cfg.task)
+        task_data, share_note = load_task_data(accelerator, task, train_cfg)
+        needs = agent_cfg.data_needs  # what the agent reads: chunk horizon, stacked frames
+        spec = obs_spec(task_data.train.observations, needs.frame_stack)
+        core, adam = build_agent(accelerator, train_cfg, agent_cfg, task, task_data, spec)
+        sampler = make_sampler(accelerator, train_cfg, core, task_data, needs)
+        evaluator = make_evaluator(accelerator, train_cfg, task, task_data, needs)
+        progress = restore(accelerator, Path(train_cfg.out), sampler) if train_cfg.resume else TrainingProgress()
+        update = make_update(accelerator, train_cfg, core, adam, progress.step)
+        writer = open_run_folder(accelerator, train_cfg, agent_cfg, task_data, spec)
+        bar = tqdm(total=train_cfg.steps, initial=progress.step, desc="training", unit="step", dynamic_ncols=True,
+                   disable=not (accelerator.is_main_process and train_cfg.progress))
+        run = TrainingRun(accelerator, train_cfg, core, sampler, update, evaluator, writer, progress,
+                          TrainingOutcome(step=progress.step), bar, last_log=(time.time(), progress.step))
+        announce(run, task, task_data, share_note)
+        outcome = run_loop(run)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
     return outcome
