@@ -14,7 +14,7 @@ from visual_lps.tasks import CONFIG_DIR, TASKS
 from visual_lps.training.flags import parse_args
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, *{cfg for cfg, _ in AGENTS.values()}])
+@pytest.mark.parametrize("cls", [TrainConfig, *{entry.config for entry in AGENTS.values()}])
 def test_every_config_field_has_a_docstring(cls):
     docs = field_docs(cls)
     assert [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)] == []
@@ -25,7 +25,7 @@ def test_yaml_configs_name_real_fields_and_comment_each_one(path: Path):
     content = yaml.safe_load(path.read_text())
     assert set(content) == {"train", "agent"}
     assert set(content["train"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(content["agent"]) <= {f.name for f in dataclasses.fields(AGENTS["lps"][0])}
+    assert set(content["agent"]) <= {f.name for f in dataclasses.fields(AGENTS["lps"].config)}
     for line in path.read_text().splitlines():
         if re.match(r"\s+\w+:\s*\S", line):
             assert "#" in line, f"{path.name}: field without a comment: {line.strip()}"
@@ -52,7 +52,7 @@ def test_every_task_file_named_exists_and_differs_from_the_defaults():
     for path in paths:
         content = yaml.safe_load(path.read_text())
         assert all(getattr(TrainConfig(), k) != v for k, v in content["train"].items()), path
-        defaults = AGENTS["lps"][0]()
+        defaults = AGENTS["lps"].config()
         assert all(getattr(defaults, k) != v for k, v in content["agent"].items()), path
 
 

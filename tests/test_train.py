@@ -112,7 +112,7 @@ def test_robot_hdf5_dataset_trains_with_offline_metrics_and_denormalises_actions
     low, high = weights["action_low"], weights["action_high"]
     assert ((chunk >= low - 1e-5) & (chunk <= high + 1e-5)).all()  # in the robot's units, inside the data's range
     with torch.no_grad():  # act() = the policy's [-1, 1] chunk mapped onto the data's bounds, by hand
-        normalised = agent.policy(agent.encode(observations)).view(2, 5, 7)
+        normalised = agent.policy_actions(agent.encode(observations)).view(2, 5, 7)
     assert torch.allclose(chunk, low + (normalised + 1) * (high - low) / 2, atol=1e-6)
     assert (high - low - 2).abs().max() > 0.5 and not torch.allclose(chunk, normalised, atol=1e-3)
     evaluation = subprocess.run([sys.executable, "tools/evaluate.py", "--checkpoint", str(out)], cwd=REPO,

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO
 from tests.test_train import BIN, TINY_NETS, run
-from visual_lps.agents import AGENTS
+from visual_lps.agents import AGENTS, RegisteredAgent
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 from visual_lps.training.checkpointing import write_manifest
 from visual_lps.runs.lock import RunLock
@@ -141,7 +141,7 @@ class PoisonedLPS(LPSAgent):
 def test_a_non_finite_loss_stops_the_run_naming_it_and_keeps_the_last_good_checkpoint(
     tiny_cube_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setitem(AGENTS, "lps", (LPSConfig, PoisonedLPS))
+    monkeypatch.setitem(AGENTS, "lps", RegisteredAgent(LPSConfig, PoisonedLPS))
     out = tmp_path / "run"
     train_cfg, agent_cfg = parse_args(["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
                                        *TINY_NETS, "--eval-episodes", "0", "--steps", "10", "--save-every", "2",

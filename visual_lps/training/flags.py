@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
     """Defaults < configs/<family>.yaml (or the saved config of a resumed run) < flags given."""
     parser = argparse.ArgumentParser(description="Train an agent (LPS by default) on an OGBench task.")
     flags = add_dataclass_flags(parser, TrainConfig, "training")
-    for cfg_cls in dict.fromkeys(cfg for cfg, _ in AGENTS.values()):
+    for cfg_cls in dict.fromkeys(entry.config for entry in AGENTS.values()):
         flags |= add_dataclass_flags(parser, cfg_cls, f"agent ({cfg_cls.__name__})", skip=flags)
     given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     train_names = {f.name for f in fields(TrainConfig)}
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, Any]:
 def task_defaults_for(agent_cls: type, values: dict[str, Any], source: Path) -> dict[str, Any]:
     """A task file's agent section holds defaults for every agent: the fields of `agent_cls`, checked that each
     field named belongs to some agent (a misspelt one is an error, not a silent no-op)."""
-    known = {f.name for cfg, _ in AGENTS.values() for f in fields(cfg)}
+    known = {f.name for entry in AGENTS.values() for f in fields(entry.config)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{source}: unknown agent field(s) {unknown}; no agent has them")
@@ -111,7 +111,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
     check_ranges(train)
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
-    agent_cls = AGENTS[train.agent][0]
+    agent_cls = AGENTS[train.agent].config
     foreign = sorted(k for k in agent_given if k not in {f.name for f in fields(agent_cls)})
     if foreign:
         raise SystemExit(f"error: flag(s) {foreign} do not apply to agent {train.agent!r}")
@@ -137,7 +137,7 @@ precision and compilation may change, at the cost of bit-exactness with an unint
 
 def refuse_changes_on_resume(saved: Path, base: dict, train_given: dict[str, Any], agent_given: dict[str, Any]) -> None:
     """SystemExit naming every flag of a --resume that would change what the run learns, with both values."""
-    agent_cls = AGENTS[base["train"].get("agent", TrainConfig.agent)][0]
+    agent_cls = AGENTS[base["train"].get("agent", TrainConfig.agent)].config
     before = coerce(TrainConfig, {k: v for k, v in base["train"].items() if k in train_given}, str(saved))
     before |= coerce(agent_cls, {k: v for k, v in base["agent"].items() if k in agent_given}, str(saved))
     defaults = {f.name: f.default for cls in (TrainConfig, agent_cls) for f in fields(cls)}

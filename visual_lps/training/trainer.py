@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
+from visual_lps.files import write_text_atomic
 from visual_lps.config import TrainConfig, save_run_config
 from visual_lps.data.chunks import ChunkSampler, DataNeeds
 from visual_lps.data.node_share import NodeShare
@@ -139,7 +140,7 @@ def build_agent(
     """The agent, identical on every process, prepared for the task, and its Adam, both prepared by Accelerate."""
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every process
     try:
-        agent = AGENTS[train_cfg.agent][1](agent_cfg, spec, int(task_data.train.actions.shape[1]))
+        agent = AGENTS[train_cfg.agent].agent(agent_cfg, spec, int(task_data.train.actions.shape[1]))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from e
     task.prepare_agent(agent, task_data)
@@ -220,7 +221,7 @@ def open_run_folder(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg:
     save_run_config(folder.config, train_cfg, agent_cfg)
     agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": int(task_data.train.actions.shape[1]),
                   "dataset": str(task_data.path), "sparse": task_data.sparse}
-    folder.spec.write_text(yaml.safe_dump(agent_spec, sort_keys=False))
+    write_text_atomic(folder.spec, yaml.safe_dump(agent_spec, sort_keys=False))
     return SummaryWriter(str(folder.logs))
 
 
