@@ -338,6 +338,27 @@ class DatasetSummary:
                 f"  success rate {self.success_rate:.1%}")
 
 
+def _check_masks(file: h5py.File, names: list[str], problems: list[str]) -> tuple[list[str], list[str]]:
+    """The train and valid demo names of mask/, each problem with them appended to `problems`."""
+    train: list[str] = []
+    valid: list[str] = []
+    if "mask" not in file or "train" not in file["mask"] or "valid" not in file["mask"]:
+        problems.append("mask/train and mask/valid are required")
+        return train, valid
+    try:
+        train, valid = mask_names(file, "train"), mask_names(file, "valid")
+    except DatasetKeyError as e:
+        problems.append(e.problem)
+    unknown = sorted(set(train + valid) - set(names))
+    if unknown:
+        problems.append(f"mask: names {unknown[:5]} are not demos in data/")
+    if set(train) & set(valid):
+        problems.append(f"mask: {sorted(set(train) & set(valid))[:5]} are in both train and valid")
+    if not train:
+        problems.append("mask/train is empty")
+    return train, valid
+
+
 def validate_hdf5(path: str | Path, check_values: bool = True, read_everything: bool = False,
                   progress: bool = False, shown_as: str | Path | None = None) -> DatasetSummary:
     """Check a file against the format (keys, dtypes, shapes, lengths, NaN/inf, masks); raise
@@ -400,21 +421,7 @@ def validate_hdf5(path: str | Path, check_values: bool = True, read_everything: 
             successes.append(found.success)
         if data.attrs.get("total") != frames and not problems:
             problems.append(f"data.attrs['total'] = {data.attrs.get('total')}, demos hold {frames} frames")
-        train, valid = [], []
-        if "mask" not in file or "train" not in file["mask"] or "valid" not in file["mask"]:
-            problems.append("mask/train and mask/valid are required")
-        else:
-            try:
-                train, valid = mask_names(file, "train"), mask_names(file, "valid")
-            except DatasetKeyError as e:
-                problems.append(e.problem)
-            unknown = sorted(set(train + valid) - set(names))
-            if unknown:
-                problems.append(f"mask: names {unknown[:5]} are not demos in data/")
-            if set(train) & set(valid):
-                problems.append(f"mask: {sorted(set(train) & set(valid))[:5]} are in both train and valid")
-            if not train:
-                problems.append("mask/train is empty")
+        train, valid = _check_masks(file, names, problems)
     if problems:
         raise DatasetFormatError(f"{shown}: not a valid visual-lps HDF5 dataset:\n  " + "\n  ".join(problems))
     return DatasetSummary(
