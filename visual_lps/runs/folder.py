@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,31 +28,13 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step_"
 
 
-@dataclass(frozen=True)
 class RunFolder:
-    """The paths of one run folder; the only place that spells them."""
+    """The paths of one run folder; the only place that spells them (the lock file: `visual_lps.runs.lock`)."""
 
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / CONFIG
-
-    @property
-    def spec(self) -> Path:
-        return self.root / SPEC
-
-    @property
-    def lock(self) -> Path:
-        return self.root / LOCK
-
-    @property
-    def logs(self) -> Path:
-        return self.root / LOGS
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config, self.spec, self.logs, self.checkpoints = (self.root / name for name in (CONFIG, SPEC, LOGS,
+                                                                                             CHECKPOINTS))
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
@@ -62,6 +43,7 @@ class RunFolder:
     def of_checkpoint(checkpoint: Path) -> RunFolder | None:
         """The run folder a checkpoint folder lies in, or None for a checkpoint kept apart from its run."""
         return RunFolder(checkpoint.parent.parent) if checkpoint.parent.name == CHECKPOINTS else None
+
 
 def default_out(train: TrainConfig) -> str:
     if train.task == "robot" and train.dataset:
