@@ -36,7 +36,9 @@ def test_a_task_file_gives_each_agent_the_fields_it_has(tmp_path: Path, monkeypa
     assert qc_fql.onestep_hidden_dims == (512, 512, 512, 512)  # the file's actor_hidden_dims are LPS's latent actor's
     assert qc_fql.critic_hidden_dims == (256, 256, 256, 256) and qc_fql.alpha == 30.0
     _, flow_bc = parse_args(["--task", "cube-single", "--agent", "flow-bc", "--out", str(tmp_path / "b")])
-    assert not hasattr(flow_bc, "critic_hidden_dims") and flow_bc.prior_hidden_dims == (512, 512, 512, 512)
+    assert not hasattr(flow_bc, "critic_hidden_dims") and flow_bc.bc_flow_hidden_dims == (512, 512, 512, 512)
+    _, dsrl = parse_args(["--task", "cube-single", "--agent", "dsrl", "--out", str(tmp_path / "d")])
+    assert dsrl.prior == "flow" and dsrl.actor_hidden_dims == (512, 512, 512, 512)  # not LPS's latent actor's
     families = tmp_path / "configs"
     families.mkdir()
     (families / "visual.yaml").write_text("train: {}\nagent:\n  critic_hiden_dims: [8]\n")

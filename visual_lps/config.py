@@ -32,7 +32,7 @@ class TrainConfig:
     task_id: int = 1
     """OGBench single-task id (1..5) the rewards are relabelled for and evaluation runs"""
     agent: str = "lps"
-    """agent to train: lps, flow-bc (the prior alone), qc-fql or dsrl (visual_lps.agents.AGENTS)"""
+    """agent to train: lps, meanflow-bc (its one-step prior alone), flow-bc (10-step flow BC), qc-fql or dsrl (visual_lps.agents.AGENTS)"""
     dataset: str | None = None
     """path of a dataset file (required for --task robot); default: <dataset-dir>/<task>-play-v0.npz"""
     data_cache: str = "auto"

@@ -1,44 +1,45 @@
-"""Flow BC: the MeanFlow prior alone, no critic; it reproduces the data's modes."""
+"""Flow BC (the public code's `agents/flow.py`): a 10-step flow-matching policy alone from Gaussian noise, no
+critic; it reproduces the data's modes."""
 
 import torch
 
+from tests.agents.routing import image_batch, reaches
 from tests.agents.toy import assert_reproduces_both_modes, train_on_toy, two_mode_bandit
 from visual_lps.agents.flow_bc import FlowBCAgent, FlowBCConfig
 
 
-def make(**overrides) -> FlowBCAgent:
+def test_has_no_critic_and_the_flow_loss_trains_the_policy_and_the_shared_encoder():
     torch.manual_seed(0)
-    return FlowBCAgent(FlowBCConfig(**({"prior_hidden_dims": (32, 32)} | overrides)), obs_spec=(3,), action_dim=2)
-
-
-def test_has_no_critic_and_every_parameter_is_trained_by_the_prior_loss():
-    agent = make()
-    assert not hasattr(agent, "critic") and agent.progress_metrics == ("prior/loss",)
-    batch = {"observations": torch.randn(8, 3), "next_observations": torch.randn(8, 3),
-             "actions": torch.rand(8, 5, 2) * 2 - 1, "rewards": torch.zeros(8, 5), "masks": torch.ones(8, 5),
-             "random": agent.draw_random_inputs(8, torch.device("cpu"))}
-    loss, metrics = agent(batch)
-    loss.backward()
-    assert set(metrics) == {"prior/loss", "prior/mse"}
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.parameters())
-
-
-def test_image_encoder_is_trained_by_the_prior_loss():
-    torch.manual_seed(0)
-    agent = FlowBCAgent(FlowBCConfig(encoder="impala_small", horizon=2, augment_prob=1.0, prior_hidden_dims=(32,)),
+    agent = FlowBCAgent(FlowBCConfig(encoder="impala_small", horizon=2, augment_prob=1.0, bc_flow_hidden_dims=(32,)),
                         obs_spec=(16, 16, 3), action_dim=2)
-    frames = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
-    batch = {"observations": frames, "next_observations": frames, "actions": torch.zeros(4, 2, 2),
-             "rewards": torch.zeros(4, 2), "masks": torch.ones(4, 2),
-             "random": agent.draw_random_inputs(4, torch.device("cpu"))}
-    agent(batch)[0].backward()
-    assert all(p.grad is not None for p in agent.encoders.encoder.parameters())
+    assert not hasattr(agent, "critic") and agent.progress_metrics == ("bc_flow/loss",)
+    batch = image_batch(agent, batch_size=4)
+    loss, metrics = agent(batch)
+    assert set(metrics) == {"bc_flow/loss"}
+    assert reaches(loss, agent, {"encoder": agent.encoders.encoder, "bc_flow": agent.bc_flow}) == {"encoder",
+                                                                                                   "bc_flow"}
+
+
+def test_the_loss_is_flow_matching_with_gaussian_noise_and_sampling_takes_flow_steps_calls():
+    torch.manual_seed(0)
+    agent = FlowBCAgent(FlowBCConfig(bc_flow_hidden_dims=(16,), flow_steps=7), obs_spec=(3,), action_dim=2)
+    assert agent.bc_flow.noise == "normal" and agent.bc_flow.steps == 7
+    features = torch.randn(5, 3)
+    actions = torch.rand(5, agent.chunk_dim) * 2 - 1
+    noise = agent.bc_flow.draw_noise(5, torch.device("cpu"))
+    x0, t = noise["noise"], noise["t"]
+    velocity = agent.bc_flow(features, (1 - t) * x0 + t * actions, t)
+    torch.testing.assert_close(agent.bc_flow.loss(features, actions, noise)[0], (velocity - (actions - x0)).pow(2).mean())
+    calls = []
+    agent.bc_flow.net.register_forward_hook(lambda *_: calls.append(1))
+    agent.bc_flow.sample(features, x0)
+    assert len(calls) == 7
 
 
 def test_reproduces_both_modes_of_the_toy_problem(one_thread):
     data = two_mode_bandit(seed=0)
     torch.manual_seed(0)
-    agent = FlowBCAgent(FlowBCConfig(horizon=1, prior_hidden_dims=(64, 64)), obs_spec=(1,), action_dim=2)
-    train_on_toy(agent, data, seed=0, steps=2000)
+    agent = FlowBCAgent(FlowBCConfig(horizon=1, bc_flow_hidden_dims=(64, 64)), obs_spec=(1,), action_dim=2)
+    train_on_toy(agent, data, seed=0, steps=1500)
     torch.manual_seed(1)
     assert_reproduces_both_modes(agent.act(torch.ones(2000, 1)), data)

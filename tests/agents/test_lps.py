@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tests.agents.routing import reaches
@@ -7,6 +8,7 @@ from tests.agents.toy import (
     train_on_toy,
     two_mode_bandit,
 )
+from visual_lps.agents.dsrl import DSRLAgent, DSRLConfig
 from visual_lps.agents.lps import LPSAgent, LPSConfig
 
 SMALL = dict(prior_hidden_dims=(32, 32), critic_hidden_dims=(32, 32), actor_hidden_dims=(32,))
@@ -111,8 +113,11 @@ def test_lps_picks_the_paying_mode_inside_the_support_while_its_prior_keeps_both
     config = LPSConfig(horizon=1, prior_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), actor_hidden_dims=(32,))
     agent = LPSAgent(config, obs_spec=(1,), action_dim=2)
     train_on_toy(agent, data, seed=0, steps=STEPS)
-    assert_reproduces_both_modes(agent.act_prior(torch.ones(2000, 1), generator=torch.Generator().manual_seed(1)),
-                                 data)
+    with torch.no_grad():
+        features = agent.encode(torch.ones(2000, 1))["prior"]
+        unsteered = agent.prior.sample(features, agent.prior.sample_noise(2000, torch.device("cpu"),
+                                                                          torch.Generator().manual_seed(1)))
+    assert_reproduces_both_modes(unsteered, data)
     assert_picks_the_paying_mode_inside_the_support(agent, data)
 
 
@@ -207,3 +212,43 @@ def test_cameras_and_proprioception_train_through_one_agent():
     for camera in agent.encoders.encoder.cameras.values():
         assert reached([p.grad for p in camera.parameters()])
     assert agent.act(observations()).shape == (8, 2, 2)
+
+
+def test_the_objective_is_the_critic_the_prior_and_the_actor_loss():
+    agent = make_agent()
+    batch = random_batch(agent)
+    total, metrics = agent(batch)
+    features, next_features = agent.encode_transition(batch)
+    critic = agent.critic_loss(features["critic"], next_features["target"], batch,
+                               agent.policy_actions(next_features).detach())[0]
+    prior = agent.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])[0]
+    actor, actor_metrics = agent.actor_loss(features)
+    torch.testing.assert_close(total, critic + prior + actor)
+    assert set(actor_metrics) <= set(metrics)
+
+
+STEERED = {
+    "lps": lambda: LPSAgent(LPSConfig(**SMALL), obs_spec=(3,), action_dim=2),
+    "dsrl": lambda: DSRLAgent(DSRLConfig(**SMALL, bc_flow_hidden_dims=(32,), latent_critic_hidden_dims=(32,),
+                                         flow_steps=2), obs_spec=(3,), action_dim=2),
+    "dsrl-meanflow": lambda: DSRLAgent(DSRLConfig(**SMALL, latent_critic_hidden_dims=(32,), prior="meanflow"),
+                                       obs_spec=(3,), action_dim=2),
+}
+
+
+@pytest.mark.parametrize("name", list(STEERED))
+def test_validation_sets_the_prior_beside_the_policy_and_leaves_the_random_streams_alone(name: str):
+    """`prior_action_mse`, which LPS and DSRL report: the unsteered prior's error from fixed-seed sphere noise."""
+    torch.manual_seed(0)
+    agent = STEERED[name]()
+    batch = random_batch(agent)
+    state = torch.random.get_rng_state()
+    first = agent.validation_metrics(batch)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert {"valid/action_mse", "valid/prior_action_mse", "valid/q_demo", "valid/q_policy"} <= set(first)
+    noise = torch.randn(16, agent.chunk_dim, generator=torch.Generator().manual_seed(0))
+    noise = noise / noise.norm(dim=-1, keepdim=True) * agent.chunk_dim**0.5
+    features = agent.encode(batch["observations"])
+    by_hand = (agent.prior.sample(features["prior"], noise) - batch["actions"].flatten(1)).pow(2).mean()
+    torch.testing.assert_close(first["valid/prior_action_mse"], by_hand)
+    assert not torch.equal(first["valid/prior_action_mse"], first["valid/action_mse"])

@@ -136,11 +136,11 @@ def test_the_tools_print_one_error_line_for_a_foreign_checkpoint(robot_run: Path
     with pytest.raises(SystemExit) as stop:
         evaluate(["--checkpoint", str(ckpt)])
     assert str(stop.value) == f"error: --checkpoint {ckpt / 'config.yaml'}: unknown agent 'nope'; available: " \
-                              f"lps, flow-bc, qc-fql, dsrl"
+                              f"lps, meanflow-bc, flow-bc, qc-fql, dsrl"
     export = runpy.run_path(str(REPO / "tools" / "export_policy.py"))["main"]
     assert export([str(ckpt), str(tmp_path / "policy.pt2")]) == 1
     assert capsys.readouterr().err == f"error: {ckpt / 'config.yaml'}: unknown agent 'nope'; available: " \
-                                      f"lps, flow-bc, qc-fql, dsrl\n"
+                                      f"lps, meanflow-bc, flow-bc, qc-fql, dsrl\n"
     assert not (tmp_path / "policy.pt2").exists()
 
 

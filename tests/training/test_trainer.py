@@ -278,11 +278,12 @@ def test_a_real_full_disk_stops_the_run_in_one_line_warned_at_start(tiny_cube_di
 
 
 BASELINE_NETS = {
-    "flow-bc": ["--prior-hidden-dims", "32,32"],
+    "flow-bc": ["--bc-flow-hidden-dims", "32,32", "--flow-steps", "3"],
     "qc-fql": ["--critic-hidden-dims", "32,32", "--bc-flow-hidden-dims", "32,32", "--onestep-hidden-dims", "32"],
-    "dsrl": ["--prior-hidden-dims", "32,32", "--critic-hidden-dims", "32,32", "--actor-hidden-dims", "32",
-             "--latent-critic-hidden-dims", "32,32"],
+    "dsrl": ["--bc-flow-hidden-dims", "32,32", "--flow-steps", "3", "--critic-hidden-dims", "32,32",
+             "--actor-hidden-dims", "32", "--latent-critic-hidden-dims", "32,32"],
 }
+NO_CRITIC = ("flow-bc", "meanflow-bc")
 
 
 @pytest.mark.parametrize("agent", list(BASELINE_NETS))
@@ -300,13 +301,13 @@ def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_eval
     split = interrupted_copy(straight, tmp_path / "split", 2)
     run(sys.executable, "train.py", "--resume", "--out", str(split), *COMPILED, "--steps", "4")
     assert_identical(weights(straight, 4), weights(split, 4))
-    assert ("critic.net.hidden.0.weight" in weights(split, 4)) == (agent != "flow-bc")
+    assert ("critic.net.hidden.0.weight" in weights(split, 4)) == (agent not in NO_CRITIC)
     evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(split), "--episodes", "1",
                      "--max-episode-steps", "10")
     assert "success rate" in evaluation.stdout
 
 
-@pytest.mark.parametrize("agent", list(BASELINE_NETS))
+@pytest.mark.parametrize("agent", [*BASELINE_NETS, "meanflow-bc"])
 def test_every_baseline_trains_on_robot_hdf5_with_offline_metrics(tmp_path: Path, agent: str, capsys):
     from tests.data.test_robot_hdf5 import make_episode, write
 
@@ -314,7 +315,7 @@ def test_every_baseline_trains_on_robot_hdf5_with_offline_metrics(tmp_path: Path
     write(dataset, [make_episode(n, seed=i) for i, n in enumerate([12, 10, 14, 9])], valid_fraction=0.25)
     out = tmp_path / "run"
     flags = ["--task", "robot", "--agent", agent, "--dataset", str(dataset), "--out", str(out), "--encoder",
-             "impala_small", *BASELINE_NETS[agent], "--batch-size", "8", "--no-progress", "--steps", "2",
+             "impala_small", *BASELINE_NETS.get(agent, ["--prior-hidden-dims", "32"]), "--batch-size", "8", "--no-progress", "--steps", "2",
              "--eval-every", "2", "--eval-episodes", "0", "--save-every", "2", "--log-every", "1", "--data-cache",
              "none"]
     if agent == "qc-fql":  # no published alpha for robot data: it must be given
@@ -323,7 +324,7 @@ def test_every_baseline_trains_on_robot_hdf5_with_offline_metrics(tmp_path: Path
         flags += ["--alpha", "3"]
     outcome = train(*parse_args(flags))
     assert outcome.step == 2 and "valid/action_mse" in outcome.metrics
-    assert ("valid/q_demo" in outcome.metrics) == (agent != "flow-bc")
+    assert ("valid/q_demo" in outcome.metrics) == (agent not in NO_CRITIC)
     assert (out / "checkpoints" / "step_00000002").is_dir()
 
 

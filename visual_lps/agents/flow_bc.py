@@ -1,7 +1,8 @@
-"""Flow BC: the MeanFlow prior alone (behaviour cloning), acting from uniform noise on the sphere.
+"""Flow BC: a multi-step flow-matching policy alone (behaviour cloning), integrated from Gaussian noise in
+`flow_steps` Euler steps: the public code's `agents/flow.py` (4 x 512 MLP, uniform times, 10 steps, N(0, I)
+noise). `FlowFields` are that policy's fields, which QC-FQL and DSRL take as they are.
 
-The paper's first baseline and LPS's starting point: LPS keeps this prior and steers the noise it decodes.
-No critic: the prior's loss alone trains it and the shared encoder.
+No critic: the flow-matching loss alone trains the policy and the shared encoder.
 """
 
 from __future__ import annotations
@@ -11,60 +12,53 @@ from dataclasses import dataclass
 import torch
 
 from visual_lps.agents.base import AgentConfig, Batch, ChunkedAgent, Features
-from visual_lps.nn.meanflow import MeanFlowPrior
+from visual_lps.nn.flow_policy import FlowPolicy
 from visual_lps.observations import ObsSpec
-from visual_lps.nn.sphere import sample_sphere
 
 
 @dataclass
-class FlowBCConfig(AgentConfig):
-    """The MeanFlow prior's fields (state OGBench defaults, from the paper and its public reference code)."""
+class FlowFields:
+    """The flow-matching BC policy's fields (the public code's defaults)."""
 
-    prior_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """hidden widths of the MeanFlow prior MLP (GELU)"""
-    t_mean: float = -0.4
-    """mean of the logit-normal distribution of the MeanFlow times t, r"""
-    t_std: float = 1.0
-    """standard deviation of the logit-normal distribution of t, r"""
-    flow_ratio: float = 0.75
-    """fraction of each batch trained with r = t (plain flow matching)"""
-    adaptive_loss_power: float = 0.5
-    """power p of the adaptive loss weight 1 / (err^2 + c)^p"""
-    adaptive_loss_eps: float = 1e-3
-    """constant c of the adaptive loss weight"""
+    bc_flow_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    """hidden widths of the flow-matching BC policy MLP"""
+    flow_steps: int = 10
+    """Euler steps when the BC flow is sampled"""
 
-    def ranges(self) -> dict[str, tuple[bool, str]]:
-        return super().ranges() | {
-            "prior_hidden_dims": (all(w >= 1 for w in self.prior_hidden_dims), "widths of at least 1"),
-            "t_std": (self.t_std > 0.0, "positive"),
-            "flow_ratio": (0.0 <= self.flow_ratio <= 1.0, "in [0, 1]"),
-            "adaptive_loss_power": (self.adaptive_loss_power >= 0.0, "at least 0"),
-            "adaptive_loss_eps": (self.adaptive_loss_eps > 0.0, "positive"),
+    def flow_ranges(self) -> dict[str, tuple[bool, str]]:
+        return {
+            "bc_flow_hidden_dims": (all(w >= 1 for w in self.bc_flow_hidden_dims), "widths of at least 1"),
+            "flow_steps": (self.flow_steps >= 1, "at least 1"),
         }
 
+    def build_flow_policy(self, feature_dim: int, chunk_dim: int, noise: str) -> FlowPolicy:
+        return FlowPolicy(feature_dim, chunk_dim, self.bc_flow_hidden_dims, self.flow_steps, noise=noise)
 
-def build_prior(config: FlowBCConfig, feature_dim: int, chunk_dim: int) -> MeanFlowPrior:
-    return MeanFlowPrior(feature_dim, chunk_dim, config.prior_hidden_dims, t_mean=config.t_mean,
-                         t_std=config.t_std, flow_ratio=config.flow_ratio, loss_power=config.adaptive_loss_power,
-                         loss_eps=config.adaptive_loss_eps)
+
+@dataclass
+class FlowBCConfig(AgentConfig, FlowFields):
+    """The common fields and the flow policy's."""
+
+    def ranges(self) -> dict[str, tuple[bool, str]]:
+        return super().ranges() | self.flow_ranges()
 
 
 class FlowBCAgent(ChunkedAgent):
-    """The prior alone: act(s) = g(s, eps), eps uniform on the sphere."""
+    """The flow policy alone: act(s) = flow(s, x_0), x_0 ~ N(0, I), in `flow_steps` Euler steps."""
 
-    roles = ("prior",)
-    encoder_trained_by = ("prior",)
-    progress_metrics = ("prior/loss",)
-    noise_modules = ("prior",)
+    roles = ("bc_flow",)
+    encoder_trained_by = ("bc_flow",)
+    progress_metrics = ("bc_flow/loss",)
+    noise_modules = ("bc_flow",)
 
     def __init__(self, config: FlowBCConfig, obs_spec: ObsSpec, action_dim: int):
         super().__init__(config, obs_spec, action_dim)
-        self.prior = build_prior(config, self.feature_dim, self.chunk_dim)
+        self.bc_flow = config.build_flow_policy(self.feature_dim, self.chunk_dim, noise="normal")
 
     def policy_actions(self, features: Features) -> torch.Tensor:
-        noise = sample_sphere(features["prior"].shape[0], self.chunk_dim, device=features["prior"].device)
-        return self.prior.sample(features["prior"], noise)
+        noise = self.bc_flow.sample_noise(features["bc_flow"].shape[0], features["bc_flow"].device)
+        return self.bc_flow.sample(features["bc_flow"], noise)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         features, _ = self.encode_transition(batch)
-        return self.prior.loss(features["prior"], batch["actions"].flatten(1), batch["random"]["prior"])
+        return self.bc_flow.loss(features["bc_flow"], batch["actions"].flatten(1), batch["random"]["bc_flow"])

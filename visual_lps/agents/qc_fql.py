@@ -16,20 +16,16 @@ import torch
 
 from visual_lps.agents.actor_critic import ActorCriticAgent, CriticConfig, normalized_q_loss
 from visual_lps.agents.base import Batch, Features, frozen_call
-from visual_lps.nn.flow_policy import FlowPolicy
+from visual_lps.agents.flow_bc import FlowFields
 from visual_lps.nn.mlp import MLP
 from visual_lps.observations import ObsSpec
 
 @dataclass
-class QCFQLConfig(CriticConfig):
-    """QC-FQL defaults, from its public reference code."""
+class QCFQLConfig(CriticConfig, FlowFields):
+    """QC-FQL defaults, from its public reference code: the critic's, the BC flow's and the one-step policy's."""
 
-    bc_flow_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
-    """hidden widths of the flow-matching BC policy MLP"""
     onestep_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     """hidden widths of the one-step policy MLP"""
-    flow_steps: int = 10
-    """Euler steps of the BC flow when it is sampled (the distillation target)"""
     alpha: float | None = None
     """distillation weight; unset: the task's published value (visual_lps.tasks: cube-single 30, cube-double 3, scene 1, puzzle-3x3 3, puzzle-4x4 10)"""
     critic_target: str = "mean"
@@ -41,10 +37,8 @@ class QCFQLConfig(CriticConfig):
             raise ValueError(f"qc-fql has no published alpha for task {task!r}: give --alpha")
 
     def ranges(self) -> dict[str, tuple[bool, str]]:
-        return super().ranges() | {
-            "bc_flow_hidden_dims": (all(w >= 1 for w in self.bc_flow_hidden_dims), "widths of at least 1"),
+        return super().ranges() | self.flow_ranges() | {
             "onestep_hidden_dims": (all(w >= 1 for w in self.onestep_hidden_dims), "widths of at least 1"),
-            "flow_steps": (self.flow_steps >= 1, "at least 1"),
             "alpha": (self.alpha is None or self.alpha >= 0.0, "at least 0"),
         }
 
@@ -61,7 +55,7 @@ class QCFQLAgent(ActorCriticAgent):
         super().__init__(config, obs_spec, action_dim)
         if config.alpha is None:
             raise ValueError("qc-fql: alpha is unset (the task's defaults, visual_lps.tasks, hold its value)")
-        self.bc_flow = FlowPolicy(self.feature_dim, self.chunk_dim, config.bc_flow_hidden_dims, config.flow_steps)
+        self.bc_flow = config.build_flow_policy(self.feature_dim, self.chunk_dim, noise="normal")
         self.actor = MLP(self.feature_dim + self.chunk_dim, config.onestep_hidden_dims, self.chunk_dim)
 
     def one_step(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -70,7 +64,7 @@ class QCFQLAgent(ActorCriticAgent):
 
     def policy_actions(self, features: Features, noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:
-            noise = torch.randn(features["actor"].shape[0], self.chunk_dim, device=features["actor"].device)
+            noise = self.bc_flow.sample_noise(features["actor"].shape[0], features["actor"].device)
         return self.one_step(features["actor"], noise).clamp(-1.0, 1.0)
 
     def draw_random_inputs(

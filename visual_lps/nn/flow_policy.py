@@ -1,8 +1,9 @@
-"""A multi-step flow-matching policy (QC-FQL's behaviour-cloning flow): a velocity field v(s, x_t, t) from
-Gaussian noise (t = 0) to action chunks (t = 1), sampled by Euler integration in `steps` steps.
+"""A multi-step flow-matching policy: a velocity field v(s, x_t, t) from noise (t = 0) to action chunks (t = 1),
+trained with uniform times and sampled by Euler integration in `steps` steps.
 
-Unlike the MeanFlow prior (`visual_lps.nn.meanflow`), sampling takes `steps` network calls, so it is not used
-inside a Q-gradient; QC-FQL distils it into a one-step policy instead.
+The BC policy of the paper's baselines: flow BC (alone), QC-FQL (distilled into a one-step policy) and DSRL
+(steered through its noise). Unlike the MeanFlow prior (`visual_lps.nn.meanflow`), sampling takes `steps`
+network calls.
 """
 
 from __future__ import annotations
@@ -13,22 +14,37 @@ import torch
 from torch import nn
 
 from visual_lps.nn.mlp import MLP
+from visual_lps.nn.sphere import sample_sphere
+
+NOISE_KINDS = ("normal", "sphere")
 
 
 class FlowPolicy(nn.Module):
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int], steps: int):
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int], steps: int,
+                 noise: str = "normal"):
+        """`noise`: where x_0 is drawn, 'normal' (N(0, I)) or 'sphere' (radius sqrt(d): what a latent actor
+        projected onto the sphere can steer)."""
         super().__init__()
-        self.action_dim, self.steps = action_dim, steps
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"FlowPolicy noise must be one of {NOISE_KINDS}, not {noise!r}")
+        self.action_dim, self.steps, self.noise = action_dim, steps, noise
         self.net = MLP(feature_dim + action_dim + 1, hidden_dims, action_dim)
 
     def forward(self, features: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The velocity at x_t; t has shape (B, 1)."""
         return self.net(torch.cat([features, x, t], dim=-1))
 
+    def sample_noise(self, batch_size: int, device: torch.device,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_0 for sampling: (B, d) from this policy's noise distribution."""
+        if self.noise == "sphere":
+            return sample_sphere(batch_size, self.action_dim, device=device, generator=generator)
+        return torch.randn(batch_size, self.action_dim, device=device, generator=generator)
+
     def draw_noise(self, batch_size: int, device: torch.device,
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The random inputs of one loss: Gaussian noise (B, d) and uniform times (B, 1)."""
-        return {"noise": torch.randn(batch_size, self.action_dim, device=device, generator=generator),
+        """The random inputs of one loss: noise x_0 (B, d) and uniform times (B, 1)."""
+        return {"noise": self.sample_noise(batch_size, device, generator),
                 "t": torch.rand(batch_size, 1, device=device, generator=generator)}
 
     def loss(self, features: torch.Tensor, actions: torch.Tensor,

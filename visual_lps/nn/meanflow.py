@@ -31,7 +31,7 @@ class MeanFlowPrior(nn.Module):
         loss_power: float,
         loss_eps: float,
     ):
-        """No defaults here: they come from the agent's config (`FlowBCConfig`, which a task's defaults and flags
+        """No defaults here: they come from the agent's config (`MeanFlowFields`, which a task's defaults and flags
         may override)."""
         super().__init__()
         self.action_dim = action_dim
@@ -55,13 +55,19 @@ class MeanFlowPrior(nn.Module):
         out = self(*inputs) if params is None else torch.func.functional_call(self, params, inputs)
         return out.clamp(-1.0, 1.0)
 
+    def sample_noise(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Noise for sampling: uniform on the sphere of radius sqrt(d), (B, d)."""
+        return sample_sphere(batch_size, self.action_dim, device=device, generator=generator)
+
     def draw_noise(
         self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """The random inputs of one loss: noise on the sphere (B, d) and standard normals (B, 2) for the times.
         Drawn apart from the loss so that the loss is a deterministic function (one compiled graph)."""
         return {
-            "eps": sample_sphere(batch_size, self.action_dim, device=device, generator=generator),
+            "eps": self.sample_noise(batch_size, device, generator),
             "time_normals": torch.randn(batch_size, 2, device=device, generator=generator),
         }
 
