@@ -1,6 +1,6 @@
 """Run a grid of training runs (tasks x agents x seeds), each a normal run folder, one after the other.
 
-    python tools/sweep.py --tasks cube-single --agents flow-bc,lps,qc-fql,dsrl --seeds 0,1 --steps 25000 \
+    python tools/sweep.py --tasks cube-single --agents flow-bc,meanflow-bc,lps,qc-fql,dsrl --seeds 0,1 --steps 25000 \
         --out runs/sweep [--dry-run] [-- any other train.py flags]
 
 Runs live in OUT/<task>/<agent>/seed<N>. Run it again and it goes on where it stopped: finished runs (a complete

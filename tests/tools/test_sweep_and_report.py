@@ -14,7 +14,7 @@ from tests.conftest import REPO
 from tests.test_train import run
 
 
-def sweep(tiny_cube_dir: Path, out: Path, steps: int, *extra: str, agents: str = "flow-bc,lps",
+def sweep(tiny_cube_dir: Path, out: Path, steps: int, *extra: str, agents: str = "meanflow-bc,lps",
           seeds: str = "0,1") -> subprocess.CompletedProcess:
     return run(sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", agents,
                "--seeds", seeds, "--steps", str(steps), "--out", str(out), *extra, "--",
@@ -29,19 +29,19 @@ def test_sweep_runs_the_grid_skips_finished_runs_resumes_the_others_and_reports(
 
     sweep(tiny_cube_dir, out, 1, "--jobs", "2")
     folders = sorted(p.relative_to(out).as_posix() for p in out.glob("*/*/seed*"))
-    assert folders == ["cube-single/flow-bc/seed0", "cube-single/flow-bc/seed1", "cube-single/lps/seed0",
-                       "cube-single/lps/seed1"]
+    assert folders == ["cube-single/lps/seed0", "cube-single/lps/seed1", "cube-single/meanflow-bc/seed0",
+                       "cube-single/meanflow-bc/seed1"]
     assert sweep(tiny_cube_dir, out, 1).stdout.count("skip (finished)") == 4
-    longer = sweep(tiny_cube_dir, out, 2, agents="flow-bc", seeds="0")
+    longer = sweep(tiny_cube_dir, out, 2, agents="meanflow-bc", seeds="0")
     assert longer.stdout.count(": resume ->") == 1 and "--resume" in longer.stdout
-    assert (out / "cube-single/flow-bc/seed0/checkpoints/step_00000002").is_dir()
+    assert (out / "cube-single/meanflow-bc/seed0/checkpoints/step_00000002").is_dir()
 
     report = run(sys.executable, "tools/report.py", str(out), "--steps", "1,2")
     results = (out / "report" / "results.md").read_text()
-    assert "at step 1:" in results and "at step 2:" in results and "| task | flow-bc | lps | paper, LPS |" in results
+    assert "at step 1:" in results and "at step 2:" in results and "| task | lps | meanflow-bc | paper, LPS |" in results
     first, second = [line for line in results.splitlines() if line.startswith("| cube-single task1 |")]
     assert first.endswith("| 95 |") and first.count("(2)") == 2  # two seeds per agent, the published LPS number
-    assert second.count("(1)") == 1 and "| - |" in second  # at step 2: flow-bc seed 0 only, no LPS run got there
+    assert second.count("(1)") == 1 and "| - |" in second  # at step 2: meanflow-bc seed 0 only, no LPS run got there
     curve = out / "report" / "curves_cube-single_task1.png"
     assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.md" in report.stdout
@@ -72,7 +72,7 @@ def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(t
     import time
 
     out = tmp_path / "sweep"
-    grid = [sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", "flow-bc", "--seeds", "0,1",
+    grid = [sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", "meanflow-bc", "--seeds", "0,1",
             "--steps", "100000", "--jobs", "2", "--out", str(out)]
     command = [*grid, "--", "--dataset-dir", str(tiny_cube_dir), "--prior-hidden-dims", "32,32", "--batch-size", "16",
                "--no-progress", "--eval-episodes", "0", "--save-every", "100000", "--log-every", "1"]
@@ -86,7 +86,7 @@ def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(t
     assert sweep_process.returncode == 143, stderr[-2000:]
     assert "run the same command to go on" in stderr
     for seed in (0, 1):
-        assert list((out / "cube-single" / "flow-bc" / f"seed{seed}" / "checkpoints").glob("step_*"))
+        assert list((out / "cube-single" / "meanflow-bc" / f"seed{seed}" / "checkpoints").glob("step_*"))
     planned = run(*grid, "--dry-run")  # the same sweep, listed: both runs would be resumed
     assert planned.stdout.count(": resume ->") == 2
 

@@ -307,6 +307,16 @@ def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_eval
     assert "success rate" in evaluation.stdout
 
 
+@pytest.mark.parametrize("agent", ["flow-bc", "dsrl"])
+def test_the_reference_baselines_train_on_states_and_roll_out(tiny_cube_dir: Path, tmp_path: Path, agent: str):
+    """The 10-step flow BC and DSRL over it, on state data through the trainer, evaluated in the simulator."""
+    flags = ["--task", "cube-single", "--agent", agent, "--dataset-dir", str(tiny_cube_dir), "--out",
+             str(tmp_path / "run"), *BASELINE_NETS[agent], "--batch-size", "16", "--no-progress", "--steps", "2",
+             "--eval-every", "2", "--eval-episodes", "1", "--save-every", "2", "--log-every", "1"]
+    outcome = train(*parse_args(flags))
+    assert outcome.step == 2 and "eval/success_rate" in outcome.metrics
+
+
 @pytest.mark.parametrize("agent", [*BASELINE_NETS, "meanflow-bc"])
 def test_every_baseline_trains_on_robot_hdf5_with_offline_metrics(tmp_path: Path, agent: str, capsys):
     from tests.data.test_robot_hdf5 import make_episode, write
