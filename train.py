@@ -4,38 +4,15 @@
     accelerate launch train.py --task cube-single
     accelerate launch train.py --task robot --dataset data/my_robot.hdf5
 
-Every config field is a flag; `python train.py --help` lists them with their defaults.
-
-Exit status: 0 when the run reached --steps; 128 + the signal's number (143 for SIGTERM, 130 for SIGINT) when
-a signal stopped it early after writing a checkpoint (continue with --resume); 1 or 2 on an error.
+The installed command `vlps-train` runs the same; the code, its flags and docs are in visual_lps/cli/train.py.
 """
 
-import os
-import signal
 import sys
+from pathlib import Path
 
-from visual_lps.training.flags import parse_args
-from visual_lps.training.trainer import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a checkout that is not installed
 
+from visual_lps.cli.train import main  # noqa: E402
 
-def main() -> int:
-    train_cfg, agent_cfg = parse_args()
-    outcome = train(train_cfg, agent_cfg)
-    # Another process's signal stopped this one: the status of the signal schedulers send, SIGTERM.
-    status = 128 + getattr(signal, outcome.stopped_by, signal.SIGTERM) if outcome.stopped_by else 0
-    if int(os.environ.get("RANK", "0")) != 0:
-        return status
-    if outcome.stopped_by:
-        print(f"stopped by {outcome.stopped_by} after step {outcome.step} (checkpoint written, exit status "
-              f"{status}); continue with: accelerate launch train.py --resume --out {train_cfg.out}")
-    metrics = outcome.metrics
-    if "eval/success_rate" in metrics:
-        print(f"final success rate: {metrics['eval/success_rate']:.2%}")
-    elif metrics:
-        print("final offline metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    print(f"run folder: {train_cfg.out} (TensorBoard: tensorboard --logdir {train_cfg.out}/tb)")
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__" and (status := main()):
+    sys.exit(status)

@@ -21,6 +21,7 @@ LAYERS = [
     ("visual_lps.envs",),
     ("visual_lps.tasks",),
     ("visual_lps.training",),
+    ("visual_lps.cli",),
 ]
 """bottom to top: a module may import its own layer's modules and those of the layers below, never above"""
 

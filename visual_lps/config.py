@@ -21,6 +21,8 @@ from visual_lps.files import write_text_atomic
 
 PLACEMENTS = ("auto", "device", "host")
 """--data-on choices: where the observations live (see visual_lps.data.chunks.choose_placement)"""
+TRACKERS = ("tensorboard", "wandb")
+"""--log-with choices (see visual_lps.training.trackers)"""
 
 @dataclass
 class TrainConfig:
@@ -56,6 +58,12 @@ class TrainConfig:
     """evaluation episodes; 0 turns evaluation off"""
     log_every: int = 1_000
     """write training scalars to TensorBoard every this many steps"""
+    log_with: str = "tensorboard"
+    """where the scalars go, through Accelerate's trackers: 'tensorboard' (tb/ in the run folder) or 'wandb' (Weights &
+    Biases as well, with the config as hyperparameters; WANDB_MODE=offline is respected; tb/ is always written, as
+    tools/report.py reads it)"""
+    wandb_project: str = "visual-lps"
+    """the Weights & Biases project of --log-with wandb (each run is named after its --out folder)"""
     save_every: int = 100_000
     """write a checkpoint every this many steps (and at the end)"""
     keep_last: int = 0
@@ -66,7 +74,8 @@ class TrainConfig:
     says (off)"""
     compile: bool | None = None
     """compile the whole update (forward, backward, Adam, target update) as one graph, replayed as CUDA graphs
-    on GPUs; default: on for CUDA, off on CPUs (where compiling takes longer than a short run gains)"""
+    on GPUs; default: on for CUDA, and on a CPU for a run of 20,000 steps or more to go (a shorter one starts at
+    once, eager); --no-compile turns it off. Inductor's on-disk cache is ~/.cache/visual-lps/torchinductor"""
     compile_backend: str = "inductor"
     """torch.compile backend of the compiled update: 'inductor', or 'eager' / 'aot_eager' to debug a compile problem"""
     channels_last: bool = False
@@ -95,6 +104,7 @@ class TrainConfig:
             "keep_last": (self.keep_last >= 0, "at least 0 (0 keeps all)"),
             "mixed_precision": (self.mixed_precision in (None, "no", "bf16"), "no or bf16"),
             "data_on": (self.data_on in PLACEMENTS, " or ".join(PLACEMENTS)),
+            "log_with": (self.log_with in TRACKERS, " or ".join(TRACKERS)),
         }
 
 

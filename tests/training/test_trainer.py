@@ -108,7 +108,7 @@ def test_a_stop_signal_checkpoints_and_exits_cleanly_then_resume_continues(tiny_
     out = tmp_path / "run"
     command = [sys.executable, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir),
                "--out", str(out), *TINY_NETS, "--eval-episodes", "0", "--steps", "1000000", "--save-every", "1000000",
-               "--log-every", "10"]
+               "--log-every", "10", "--no-compile"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list((out / "tb").glob("events.*")):  # written just before training begins
@@ -160,7 +160,8 @@ def test_sigterm_to_a_two_process_launcher_reaches_both_processes_which_checkpoi
 ):
     out = tmp_path / "run"
     command = [*CPU_DDP, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
-               *TINY_NETS, "--eval-episodes", "0", "--steps", "1000000", "--save-every", "1000000", "--log-every", "10"]
+               *TINY_NETS, "--eval-episodes", "0", "--steps", "1000000", "--save-every", "1000000", "--log-every", "10",
+               "--no-compile"]
     launcher = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=os.environ | {"ACCELERATE_USE_CPU": "1"}, start_new_session=True)
     deadline = time.time() + 120
@@ -185,6 +186,16 @@ def test_overwrite_replaces_the_run_in_out_and_only_it(tiny_cube_dir: Path, tmp_
     assert (out / "my_notes.txt").read_text() == "kept"
     resumed, _ = parse_args(["--resume", "--out", str(out), "--steps", "4"])  # --overwrite started it, not sticky
     assert resumed.resume and not resumed.overwrite
+
+
+def test_the_update_is_compiled_by_default_on_cuda_and_for_long_cpu_runs():
+    from visual_lps.config import TrainConfig
+    from visual_lps.training.trainer import CPU_COMPILE_MIN_STEPS, compiles_update
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compiles_update(TrainConfig(), cuda, 10) and not compiles_update(TrainConfig(), cpu, 5000)
+    assert compiles_update(TrainConfig(), cpu, CPU_COMPILE_MIN_STEPS)  # e.g. the default 1M steps
+    assert not compiles_update(TrainConfig(compile=False), cpu, 10**6) and compiles_update(TrainConfig(compile=True), cpu, 1)
 
 
 def tiny_run(data_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -354,7 +365,7 @@ def test_a_second_run_on_the_same_out_is_refused_at_once_naming_the_first(tiny_c
     """Even with --overwrite or --resume: before it loads data or clears anything."""
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "train.py", *tiny_run(tiny_cube_dir, out, "--steps", "1000000",
-                                                                     "--save-every", "1000000")],
+                                                                     "--save-every", "1000000", "--no-compile")],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120

@@ -7,6 +7,7 @@ be written, and what --overwrite deletes. Anything else a user keeps in the fold
       agent_spec.yaml        the observation spec, action dimension, dataset and reward variant
       run.lock               held by the one process writing the folder (visual_lps.runs.lock)
       tb/                    TensorBoard logs
+      wandb/                 Weights & Biases' files, with --log-with wandb
       checkpoints/step_N/    weights, optimiser, training state, a copy of both YAML files, manifest.json
 """
 
@@ -24,6 +25,7 @@ CONFIG = "config.yaml"
 SPEC = "agent_spec.yaml"
 LOCK = "run.lock"
 LOGS = "tb"
+WANDB = "wandb"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step_"
 
@@ -33,8 +35,8 @@ class RunFolder:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.config, self.spec, self.logs, self.checkpoints = (self.root / name for name in (CONFIG, SPEC, LOGS,
-                                                                                             CHECKPOINTS))
+        self.config, self.spec, self.logs, self.wandb, self.checkpoints = (
+            self.root / name for name in (CONFIG, SPEC, LOGS, WANDB, CHECKPOINTS))
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
@@ -64,7 +66,7 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
                          f"or replace it with --overwrite (deletes its checkpoints, logs and config)")
 
 
-RUN_FILES = (CONFIG, SPEC, CHECKPOINTS, LOGS)
+RUN_FILES = (CONFIG, SPEC, CHECKPOINTS, LOGS, WANDB)
 """what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
 
 

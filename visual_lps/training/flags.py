@@ -15,6 +15,7 @@ from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, as_flag_value, base_type, check_ranges, coerce, field_docs, load_yaml
 from visual_lps.runs.folder import RunFolder, check_run_folder, default_out
 from visual_lps.tasks import get_task
+from visual_lps.training.trackers import check_tracker_installed
 
 def _parse_value(annotation: Any, text: str) -> Any:
     kind = base_type(annotation)
@@ -109,6 +110,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
     get_task(train.task)
     check_ranges(train)
+    check_tracker_installed(train.log_with)
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
     agent_cls = AGENTS[train.agent].config
@@ -128,7 +130,7 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
 RESUMABLE_CHANGES = frozenset({
     "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
     "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
-    "channels_last", "tf32",
+    "channels_last", "tf32", "log_with", "wandb_project",
 })
 """fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are.
 Everything else (task, data, seed, batch, every agent field) defines what is learned and stays as it was;

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
@@ -46,10 +46,9 @@ from visual_lps.training.checkpointing import (
     space_warning,
 )
 from visual_lps.training.signals import StopRequest
+from visual_lps.training.trackers import finish_trackers, start_trackers
+from visual_lps.training.trackers import flush as flush_trackers
 from visual_lps.training.update import UpdateStep
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -69,10 +68,18 @@ class TrainingOutcome:
     """the signal that stopped the run early (after a checkpoint), if any"""
 
 
-def compiles_update(train_cfg: TrainConfig, device: torch.device) -> bool:
-    """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA only:
-    on a CPU the compilation costs more time than a short run saves."""
-    return device.type == "cuda" if train_cfg.compile is None else train_cfg.compile
+CPU_COMPILE_MIN_STEPS = 20_000
+"""on a CPU the update is compiled by default for runs with at least this many steps to go: compiling takes
+about a minute (seconds from inductor's on-disk cache) and saves about 10 ms a step (bench/README.md), so a run
+of a few thousand steps repays it; below this a short or test run starts at once"""
+
+
+def compiles_update(train_cfg: TrainConfig, device: torch.device, steps_to_go: int) -> bool:
+    """--compile / --no-compile as given; by default the update is compiled (as CUDA graphs) on CUDA, and on a
+    CPU for a run long enough to repay the compile time."""
+    if train_cfg.compile is not None:
+        return train_cfg.compile
+    return device.type == "cuda" or steps_to_go >= CPU_COMPILE_MIN_STEPS
 
 
 def is_out_of_memory(error: RuntimeError) -> bool:
@@ -202,19 +209,17 @@ def restore(accelerator: Accelerator, run_dir: Path, sampler: ChunkSampler) -> T
 def make_update(accelerator: Accelerator, train_cfg: TrainConfig, core: torch.nn.Module, adam: torch.optim.Optimizer,
                 first_step: int) -> UpdateStep:
     """The whole update as one step, compiled or not (built after a restore, which replaces Adam's state)."""
-    compiled = compiles_update(train_cfg, accelerator.device)
+    compiled = compiles_update(train_cfg, accelerator.device, train_cfg.steps - first_step)
     core.compile_act_on_cuda = compiled  # evaluation's `act` follows --compile / --no-compile
     return UpdateStep(core, adam, compile=compiled, backend=train_cfg.compile_backend,
                       mixed_precision=accelerator.mixed_precision, first_step=first_step)
 
 
 def open_run_folder(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: Any, task_data: TaskData,
-                    spec: ObsSpec) -> SummaryWriter | None:
-    """The main process (re)writes the run's config and agent spec and opens its TensorBoard log."""
-    from torch.utils.tensorboard import SummaryWriter  # TensorBoard, imported by the process that writes it
-
+                    spec: ObsSpec) -> None:
+    """The main process (re)writes the run's config and agent spec and starts its trackers."""
     if not accelerator.is_main_process:
-        return None
+        return
     folder = RunFolder(Path(train_cfg.out))
     if train_cfg.overwrite:
         clear_run_folder(folder.root)
@@ -222,7 +227,7 @@ def open_run_folder(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg:
     agent_spec = {"obs_spec": spec_to_yaml(spec), "action_dim": int(task_data.train.actions.shape[1]),
                   "dataset": str(task_data.path), "sparse": task_data.sparse}
     write_text_atomic(folder.spec, yaml.safe_dump(agent_spec, sort_keys=False))
-    return SummaryWriter(str(folder.logs))
+    start_trackers(accelerator, train_cfg, agent_cfg)
 
 
 @dataclass
@@ -237,8 +242,6 @@ class TrainingRun:
     update: UpdateStep
     evaluator: Evaluator | None
     """the task's, on the main process"""
-    writer: SummaryWriter | None
-    """TensorBoard, on the main process"""
     progress: TrainingProgress
     outcome: TrainingOutcome
     bar: tqdm
@@ -273,13 +276,12 @@ def due(step: int, every: int, last: int) -> bool:
 def log_training(run: TrainingRun, step: int) -> None:
     """The update's metrics, means since the last log over all processes (raises on NaN/inf)."""
     values = run.update.metrics()
-    if run.writer is None:
+    if not run.accelerator.is_main_process:
         return
     now, (then, then_step) = time.time(), run.last_log
     values["perf/steps_per_second"] = (step - then_step) / max(now - then, 1e-9)
     run.last_log = (now, step)
-    for k, v in values.items():
-        run.writer.add_scalar(k, v, step)
+    run.accelerator.log(values, step=step)
     run.bar.set_postfix({name: f"{values[name]:.3g}" for name in run.core.progress_metrics})
 
 
@@ -291,9 +293,8 @@ def evaluate(run: TrainingRun, step: int) -> dict[str, float]:
         metrics = run.evaluator.evaluate(run.core)
         run.core.train()
         tqdm.write(f"step {step}: {run.evaluator.describe(metrics)}")
-    for k, v in metrics.items():
-        run.writer.add_scalar(k, v, step)
-    run.writer.flush()
+    run.accelerator.log(metrics, step=step)
+    flush_trackers(run.accelerator)
     return metrics
 
 
@@ -304,8 +305,7 @@ def checkpoint(run: TrainingRun, step: int) -> None:
     check_ranks_in_sync(run.accelerator, run.core)
     generators = run.sampler.state_dict()["generators"]  # every process's: all of them gather them
     saved = save_checkpoint(run.accelerator, run.run_dir, step, run.train_cfg.keep_last, generators)
-    if run.writer is not None:
-        run.writer.add_scalar("perf/checkpoint_seconds", time.time() - start, step)
+    run.accelerator.log({"perf/checkpoint_seconds": time.time() - start}, step=step)
     processes = run.accelerator.num_processes
     if processes > 1:
         run.accelerator.print(f"checkpoint {saved.name}: weights identical on all {processes} processes")
@@ -353,8 +353,7 @@ def run_loop(run: TrainingRun) -> TrainingOutcome:
     finally:
         stop.restore()
         run.bar.close()
-        if run.writer is not None:
-            run.writer.close()
+        finish_trackers(run.accelerator)
     return outcome
 
 
@@ -373,10 +372,10 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         evaluator = make_evaluator(accelerator, train_cfg, task, task_data, needs)
         progress = restore(accelerator, Path(train_cfg.out), sampler) if train_cfg.resume else TrainingProgress()
         update = make_update(accelerator, train_cfg, core, adam, progress.step)
-        writer = open_run_folder(accelerator, train_cfg, agent_cfg, task_data, spec)
+        open_run_folder(accelerator, train_cfg, agent_cfg, task_data, spec)
         bar = tqdm(total=train_cfg.steps, initial=progress.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (accelerator.is_main_process and train_cfg.progress))
-        run = TrainingRun(accelerator, train_cfg, core, sampler, update, evaluator, writer, progress,
+        run = TrainingRun(accelerator, train_cfg, core, sampler, update, evaluator, progress,
                           TrainingOutcome(step=progress.step), bar, last_log=(time.time(), progress.step))
         announce(run, task, task_data, share_note)
         outcome = run_loop(run)

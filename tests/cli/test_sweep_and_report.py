@@ -1,7 +1,6 @@
-"""tools/sweep.py runs a grid of real train.py runs and goes on where it stopped; tools/report.py turns their
-logs into a table and learning curves."""
+"""The sweep (visual_lps/cli/sweep.py, run as tools/sweep.py) runs a grid of real train.py runs and goes on where
+it stopped; the report (tools/report.py) turns their logs into a table and learning curves."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -75,7 +74,7 @@ def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(t
     grid = [sys.executable, "tools/sweep.py", "--tasks", "cube-single", "--agents", "meanflow-bc", "--seeds", "0,1",
             "--steps", "100000", "--jobs", "2", "--out", str(out)]
     command = [*grid, "--", "--dataset-dir", str(tiny_cube_dir), "--prior-hidden-dims", "32,32", "--batch-size", "16",
-               "--no-progress", "--eval-episodes", "0", "--save-every", "100000", "--log-every", "1"]
+               "--no-progress", "--eval-episodes", "0", "--save-every", "100000", "--log-every", "1", "--no-compile"]
     sweep_process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while len(list(out.glob("*/*/seed*/tb/events.*"))) < 2 and time.time() < deadline:
@@ -92,11 +91,9 @@ def test_a_stop_signal_reaches_every_run_under_way_which_checkpoint_and_resume(t
 
 
 def load_sweep_module():
-    spec = importlib.util.spec_from_file_location("sweep_tool", REPO / "tools" / "sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    from visual_lps.cli import sweep
+
+    return sweep
 
 
 RECORDER = """import json, os, sys, time
