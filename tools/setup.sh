@@ -16,19 +16,20 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
-# The interpreter: $PYTHON if given, else the first of python3.11, python3.12, python3.13, python3 on PATH that
-# is 3.11-3.13 (torch 2.14.1 and every dependency publish wheels for these).
-supported() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; }
+# The interpreter: $PYTHON if given, else the first of python3.11, python3.12, python3 on PATH that is 3.11 or 3.12
+# (torch 2.14.1 and every dependency publish wheels for these; on 3.13 labmaze, which dm_control and so ogbench
+# require, has no wheel and its source build needs bazel).
+supported() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null; }
 if [ -n "${PYTHON:-}" ]; then
   python=$PYTHON
 else
   python=
-  for candidate in python3.11 python3.12 python3.13 python3; do
+  for candidate in python3.11 python3.12 python3; do
     if command -v "$candidate" >/dev/null 2>&1 && supported "$candidate"; then python=$candidate; break; fi
   done
-  [ -n "$python" ] || { echo "error: no Python 3.11, 3.12 or 3.13 found (set PYTHON=/path/to/python3.x)" >&2; exit 1; }
+  [ -n "$python" ] || { echo "error: no Python 3.11 or 3.12 found (set PYTHON=/path/to/python3.x)" >&2; exit 1; }
 fi
-supported "$python" || { echo "error: $python is not Python 3.11-3.13" >&2; exit 1; }
+supported "$python" || { echo "error: $python is not Python 3.11 or 3.12" >&2; exit 1; }
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($python --version)"
   "$python" -m venv .venv
