@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import os
 import re
 import shutil
@@ -200,10 +199,9 @@ def test_tokens_are_compared_as_bytes_and_malformed_headers_get_401(robot_run: P
 
 
 def serve_policy_tool():
-    spec = importlib.util.spec_from_file_location("serve_policy_tool", REPO / "tools" / "serve_policy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from visual_lps.cli import serve_policy
+
+    return serve_policy
 
 
 def test_the_token_comes_from_a_file_or_the_environment_and_a_command_line_token_is_warned_of(
