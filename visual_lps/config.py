@@ -52,8 +52,27 @@ class TrainConfig:
     """batch size per process (the global batch is this times the number of processes)"""
     seed: int = 0
     """seed of weights, sampling and evaluation"""
+    online_steps: int = 0
+    """environment steps of online fine-tuning in the task's simulator after the offline --steps (0: offline only);
+    a finished run continues online with --resume --online-steps N. Every agent fine-tunes; the BC agents, which
+    read no reward, behaviour-clone the growing buffer"""
+    utd: int = 1
+    """online phase: updates per environment step (the public LPS code's utd_ratio)"""
+    warmup_steps: int = 0
+    """online phase: environment steps taken before updates start (the public LPS code starts at once)"""
+    buffer_capacity: int = 0
+    """rows the replay buffer holds (the offline data plus one per online step and one per online episode); 0: no
+    limit. At capacity the oldest episodes, offline ones first, make room"""
+    offline_ratio: float | None = None
+    """online phase: the fraction of each batch drawn from the offline data (0.5: the public code's robot
+    fine-tuning); default: uniformly over the whole buffer (its simulator runs)"""
+    explore_noise: float = 0.0
+    """online phase: standard deviation of the Gaussian noise added to each executed action, in half action ranges,
+    the result clipped to the range (0: the policy's actions alone, as the public LPS code acts)"""
+    online_episode_steps: int = 0
+    """online phase: time limit of an episode in environment steps; 0: the task's (evaluation keeps the task's)"""
     eval_every: int = 100_000
-    """evaluate every this many steps (and at the end)"""
+    """evaluate every this many updates, offline and online counted together (and at the end of each phase)"""
     eval_episodes: int = 50
     """evaluation episodes; 0 turns evaluation off"""
     log_every: int = 1_000
@@ -97,6 +116,13 @@ class TrainConfig:
             "task_id": (1 <= self.task_id <= 5, "1..5"),
             "steps": (self.steps >= 1, "at least 1"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
+            "online_steps": (self.online_steps >= 0, "at least 0"),
+            "utd": (self.utd >= 1, "at least 1"),
+            "warmup_steps": (self.warmup_steps >= 0, "at least 0"),
+            "buffer_capacity": (self.buffer_capacity >= 0, "at least 0 (0: no limit)"),
+            "offline_ratio": (self.offline_ratio is None or 0.0 <= self.offline_ratio <= 1.0, "in [0, 1]"),
+            "explore_noise": (self.explore_noise >= 0.0, "at least 0"),
+            "online_episode_steps": (self.online_episode_steps >= 0, "at least 0 (0: the task's limit)"),
             "eval_every": (self.eval_every >= 1, "at least 1"),
             "eval_episodes": (self.eval_episodes >= 0, "at least 0"),
             "log_every": (self.log_every >= 1, "at least 1"),

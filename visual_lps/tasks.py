@@ -1,5 +1,5 @@
 """The tasks `train.py --task` accepts, and what each one does: hold its defaults, load its data, prepare the
-agent for it, and build the evaluator that turns an agent into metrics. A new data source is one more class
+agent for it, build the evaluator that turns an agent into metrics, and the environment of its online phase. A new data source is one more class
 with these methods (and, where it has its own defaults, a file in configs/).
 
 Loaders and simulators are imported inside the methods that need them: a robot run never imports MuJoCo.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from visual_lps.config import TrainConfig
     from visual_lps.data.chunks import ChunkSampler, DataNeeds, OfflineData
     from visual_lps.data.node_share import NodeShare
+    from visual_lps.envs.online import OnlineEnvironment
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -119,6 +120,13 @@ class OGBenchTask:
         return RolloutEvaluator(self.eval_env_name(train_cfg.task_id), train_cfg.eval_episodes, device,
                                 seed=train_cfg.seed * 100_000, progress=train_cfg.progress)
 
+    def make_online_environment(self, train_cfg: TrainConfig, data: TaskData) -> OnlineEnvironment:
+        """The single-task env of --task-id, its steps labelled as the play data (rewards of --sparse or not)."""
+        from visual_lps.envs.ogbench_env import OGBenchOnlineEnvironment
+
+        return OGBenchOnlineEnvironment(self.eval_env_name(train_cfg.task_id), bool(data.sparse),
+                                        train_cfg.online_episode_steps or None)
+
 
 VALIDATION_BATCHES = 4
 """batches of held-out demos averaged for the offline metrics of robot runs"""
@@ -214,6 +222,13 @@ class RobotTask:
         except ValueError as e:
             raise ValueError(f"{data.path}: held-out (mask/valid) demos: {e}") from None
         return OfflineValidation(sampler, train_cfg.batch_size, train_cfg.seed)
+
+    def make_online_environment(self, train_cfg: TrainConfig, data: TaskData) -> OnlineEnvironment:
+        raise ValueError(NO_SIMULATOR)
+
+
+NO_SIMULATOR = ("--task robot has no simulator: --online-steps fine-tunes in an OGBench task's simulator; on a robot, "
+                "online fine-tuning runs across the policy server instead (docs/online.md, 'On a robot')")
 
 
 Task = OGBenchTask | RobotTask

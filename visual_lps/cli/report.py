@@ -5,7 +5,9 @@
 Reads every run below the folder (its config.yaml names task, agent and seed; its TensorBoard logs hold
 eval/success_rate) and writes OUT/results.md (success % per task and agent: mean and standard deviation over
 seeds, at each --steps, with the paper's published LPS number beside) and OUT/curves_<task>.png (success
-against training steps: the mean over seeds and a band from the lowest to the highest seed).
+against training steps: the mean over seeds and a band from the lowest to the highest seed). Runs fine-tuned online
+(`train.py --online-steps`) are drawn on one curve across both phases, the update at which their online phase
+began marked by a dotted line.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from visual_lps.files import atomic_write, write_text_atomic
-from visual_lps.runs.folder import CHECKPOINTS, CONFIG, RunFolder
+from visual_lps.runs.folder import CHECKPOINTS, CONFIG, PHASE_BOUNDARY, RunFolder
 
 PUBLISHED_LPS = {"cube-single": 95, "cube-double": 41, "scene": 79, "puzzle-3x3": 100, "puzzle-4x4": 22}
 """the paper's task1 success rates (%) of LPS; visual task1: 48"""
@@ -37,6 +39,8 @@ class RunCurve:
     steps: list[int]
     success: list[float]
     """percent"""
+    online_from: int | None = None
+    """the update at which the run's online phase began, if it had one"""
 
     def at(self, step: int) -> float | None:
         """Success of the last evaluation at or before `step`; None if the run has not been trained that far."""
@@ -75,7 +79,9 @@ def read_runs(root: Path) -> tuple[list[RunCurve], list[str]]:
         scalars = events.Scalars("eval/success_rate")
         by_step = {s.step: 100 * s.value for s in scalars}  # a resumed run may log a step twice: keep the last
         steps = sorted(by_step)
-        runs.append(RunCurve(task, task_id, agent, seed, folder, steps, [by_step[s] for s in steps]))
+        boundary = (events.Scalars(PHASE_BOUNDARY)[0].step if PHASE_BOUNDARY in events.Tags().get("scalars", [])
+                    else None)
+        runs.append(RunCurve(task, task_id, agent, seed, folder, steps, [by_step[s] for s in steps], boundary))
     return runs, notes
 
 
@@ -128,6 +134,11 @@ def plot(runs: list[RunCurve], task: str, task_id: int, path: Path) -> None:
         line, = ax.plot(steps, mean, marker="o", markersize=3, label=f"{agent} ({len(curves)} seeds)")
         ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], color=line.get_color(),
                         alpha=0.2, linewidth=0)
+    boundaries = sorted({run.online_from for run in runs if (run.task, run.task_id) == (task, task_id)
+                         and run.online_from is not None})
+    for i, boundary in enumerate(boundaries):
+        ax.axvline(boundary, color="black", linestyle=":", linewidth=1,
+                   label=f"online phase begins (update {boundary:,})" if i == 0 or len(boundaries) < 3 else None)
     paper = published(task, task_id)
     if paper is not None:
         ax.axhline(paper, color="grey", linestyle="--", linewidth=1, label=f"paper, LPS ({paper}%, after 1M steps)")
@@ -177,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out.mkdir(parents=True, exist_ok=True)
     text = table(runs, args.steps)
+    online = [run for run in runs if run.online_from is not None]
+    if online:
+        text += (f"\n{len(online)} of the runs were fine-tuned online after {', '.join(sorted({f'{r.online_from:,}' for r in online}))} "
+                 f"offline updates: their steps count offline and online updates together.\n")
     seeds = sorted({run.seed for run in runs})
     header = (f"# Results from {args.runs}\n\n{len(runs)} evaluated runs; seeds {', '.join(map(str, seeds))}. "
               f"Curves: " + ", ".join(p.name for p in outputs[1:]) + ".\n\n")

@@ -1,6 +1,7 @@
 """Train LPS (or another agent) on an OGBench task or a robot HDF5 dataset.
 
     python train.py --task cube-single --steps 100000
+    python train.py --task cube-single --steps 100000 --online-steps 100000   # then fine-tune online
     accelerate launch train.py --task cube-single
     accelerate launch train.py --task robot --dataset data/my_robot.hdf5
 
@@ -14,7 +15,9 @@ import os
 import signal
 import sys
 
+from visual_lps.runs.folder import RunFolder
 from visual_lps.training.flags import parse_args
+from visual_lps.training.online import online_summary
 from visual_lps.training.trainer import train
 
 
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by} after step {outcome.step} (checkpoint written, exit status "
               f"{status}); continue with: accelerate launch train.py --resume --out {train_cfg.out}")
+    if train_cfg.online_steps:
+        print(online_summary(RunFolder(train_cfg.out).online))
     metrics = outcome.metrics
     if "eval/success_rate" in metrics:
         print(f"final success rate: {metrics['eval/success_rate']:.2%}")

@@ -168,9 +168,13 @@ class ChunkSampler:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, batch_size: int) -> dict:
+    def draw_starts(self, batch_size: int) -> torch.Tensor:
+        """The first rows of a batch's chunks, uniformly over the valid starts."""
         pick = torch.randint(len(self.starts), (batch_size,), device=self.index_device, generator=self.generator)
-        idx = self.starts[pick]
+        return self.starts[pick]
+
+    def sample(self, batch_size: int) -> dict:
+        idx = self.draw_starts(batch_size)
         # A chunk that ends on a terminal last row bootstraps from nothing (mask 0): any row of the episode
         # will do, so the index is clamped to it.
         next_idx = torch.minimum(idx + self.horizon, self.episode_last[idx])

@@ -90,13 +90,21 @@ def load_ogbench_task_data(
     labels = {k: arrays[k] for k in ("qpos", "button_states") if k in arrays}
     relabel_dataset(eval_env, env, labels)
     env.close()
-    rewards = labels["rewards"]
-    if sparse:
-        rewards = -(rewards != 0).astype(np.float32)
+    rewards, masks = task_labels(labels["rewards"], sparse)
     return OfflineData(
         observations=observations,
         actions=arrays["actions"].astype(np.float32, copy=False),
-        rewards=rewards.astype(np.float32),
-        masks=labels["masks"].astype(np.float32),
+        rewards=rewards,
+        masks=masks,
         episode_ends=arrays["terminals"].astype(bool),
     )
+
+
+def task_labels(task_rewards: np.ndarray | float, sparse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rewards, masks) of rows from OGBench's single-task rewards (the number of unsolved subtasks, negated; 0
+    when solved), for the offline data and the online steps alike: the mask is 0 where the task is solved
+    (OGBench's relabelling: 1 - all successes), sparse rewards are -1 until solved (the paper's '-sparse')."""
+    task_rewards = np.asarray(task_rewards, np.float32)
+    solved = task_rewards == 0
+    rewards = -(~solved).astype(np.float32) if sparse else task_rewards
+    return rewards, (~solved).astype(np.float32)

@@ -83,6 +83,8 @@ class Episode:
     """the file or folder it came from, named in errors"""
     rewards: np.ndarray | None = None
     """(N,) rewards recorded by the source, used by the 'source' reward scheme"""
+    terminals: np.ndarray | None = None
+    """(N,) terminals recorded with those rewards (online episodes); default for 'source': the last step of a success"""
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -93,6 +95,8 @@ class Episode:
         named = {f"image '{k}'": v for k, v in self.images.items()} | {f"'{k}'": v for k, v in self.proprio.items()}
         if self.rewards is not None:
             named["rewards"] = self.rewards
+        if self.terminals is not None:
+            named["terminals"] = self.terminals
         for name, values in named.items():
             if len(values) != n:
                 raise ValueError(f"{self.source}: {name} has {len(values)} steps but actions have {n}")
@@ -114,7 +118,8 @@ def label_rewards(
     - 'step-penalty' (the paper's real-robot setup): -1 per step, 0 on the last step of a success; a failure
       ends with `failure_penalty` (default -100 = -1/(1 - 0.99), the value of failing forever); both end
       in a terminal;
-    - 'source': the rewards the source recorded; a successful episode ends in a terminal.
+    - 'source': the rewards the source recorded, with its terminals where it recorded them (else a successful
+      episode ends in a terminal).
     """
     n = len(episode.actions)
     terminals = np.zeros(n, bool)
@@ -132,7 +137,10 @@ def label_rewards(
         rewards = np.asarray(episode.rewards, np.float32)
         if not np.isfinite(rewards).all():
             raise ValueError(f"{episode.source}: the recorded rewards contain NaN or inf")
-        terminals[-1] = episode.success
+        if episode.terminals is not None:
+            terminals = np.asarray(episode.terminals, bool)
+        else:
+            terminals[-1] = episode.success
     else:
         raise ValueError(f"unknown reward scheme {scheme!r}; choose one of {', '.join(REWARD_SCHEMES)}")
     return rewards, terminals

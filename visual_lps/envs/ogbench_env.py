@@ -1,19 +1,21 @@
-"""OGBench single-task evaluation environments, the rollout loop (chunks executed by a `ChunkExecutor`), and
-the evaluator OGBench tasks give the trainer."""
+"""OGBench single-task evaluation environments, the rollout loop (chunks executed by a `ChunkExecutor`), the
+evaluator OGBench tasks give the trainer, and their online environment (steps labelled as the play data are)."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gymnasium
 import numpy as np
 import ogbench.manipspace  # noqa: F401  (registers the environments)
 import torch
 
+from visual_lps.data.ogbench_data import task_labels
 from visual_lps.deploy.execution import ChunkExecutor
 from visual_lps.deploy.policy import Policy
+from visual_lps.envs.online import OnlineEnvironment, Transition
 
 ChunkPolicy = Callable[[np.ndarray], np.ndarray]
 """observation -> action chunk (h, action_dim)"""
@@ -94,3 +96,35 @@ class RolloutEvaluator:
 
     def describe(self, metrics: dict[str, float]) -> str:
         return f"success rate {metrics['eval/success_rate']:.2%} over {self.episodes} episodes"
+
+
+class OGBenchOnlineEnvironment(OnlineEnvironment):
+    """The single-task env, its steps labelled as `load_ogbench_task_data` labels the play data: OGBench relabels
+    each row with the task reward of the row's own state (its qpos, before the action), so the reward and mask of
+    the step taken at s_t are those of s_t, and the reward the simulator returns for that step (of s_{t+1}, the
+    state after it) labels the next row. An episode that ends in success ends on a solved state, which bootstraps
+    the chunks before it as in the play data."""
+
+    def __init__(self, env_name: str, sparse: bool, max_episode_steps: int | None = None):
+        env = make_eval_env(env_name, max_episode_steps=max_episode_steps)
+        super().__init__(env, int(env.spec.max_episode_steps))
+        self.sparse = sparse
+        self._labels = (0.0, 1.0)
+
+    def _label(self, task_reward: float) -> tuple[float, float]:
+        reward, mask = task_labels(task_reward, self.sparse)
+        return float(reward), float(mask)
+
+    def reset(self, seed: int) -> np.ndarray:
+        observation = super().reset(seed)
+        self._labels = self._label(self.env.unwrapped.compute_reward())
+        return observation
+
+    def step(self, action: np.ndarray) -> Transition:
+        transition = super().step(action)
+        reward, mask = self._labels
+        self._labels = self._label(transition.env_reward)
+        return replace(transition, reward=reward, mask=mask)
+
+    def final_labels(self) -> tuple[float, float]:
+        return self._labels[0], 1.0

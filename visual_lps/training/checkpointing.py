@@ -54,12 +54,25 @@ def check_data_only(folder: Path) -> None:
             raise CheckpointError(f"checkpoint {folder}: {path.name} is not plain data, refused ({reason})") from None
 
 
-def save_training_state(path: Path, step: int, generators: list[torch.Tensor]) -> None:
-    """The step and every process's sampler generator state (rank order), as tensors."""
+def save_training_state(path: Path, step: int, generators: list[torch.Tensor],
+                        counters: dict[str, int] | None = None) -> None:
+    """The step, every process's sampler generator state (rank order) and the online phase's `counters`
+    (environment steps, episodes), as tensors."""
     from safetensors.torch import save_file
 
-    save_file({"step": torch.tensor([step], dtype=torch.int64), "sampler_generators": torch.stack(generators)},
-              str(path))
+    tensors = {"step": torch.tensor([step], dtype=torch.int64), "sampler_generators": torch.stack(generators)}
+    tensors |= {name: torch.tensor([value], dtype=torch.int64) for name, value in (counters or {}).items()}
+    save_file(tensors, str(path))
+
+
+def load_counters(folder: Path, names: tuple[str, ...]) -> dict[str, int]:
+    """The online counters `names` of a checkpoint's training state (0 where it holds none: an offline run)."""
+    from safetensors.torch import load_file
+
+    if not (folder / TRAINING_STATE).exists():
+        return dict.fromkeys(names, 0)
+    state = load_file(str(folder / TRAINING_STATE))
+    return {name: int(state[name][0]) if name in state else 0 for name in names}
 
 
 def load_training_state(folder: Path) -> tuple[int, list[torch.Tensor]]:
@@ -126,7 +139,7 @@ class CheckpointWriteError(RuntimeError):
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_last: int,
-                    generators: list[torch.Tensor]) -> Path:
+                    generators: list[torch.Tensor], counters: dict[str, int] | None = None) -> Path:
     """Accelerate's save_state into a temporary folder, then our training state (`step`, the sampler
     `generators` of every process), the config and a manifest of every file's size and digest (written last),
     then a rename: a killed write leaves the previous checkpoints as they were, and a file damaged later is
@@ -142,7 +155,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep_las
         if accelerator.is_main_process:
             shutil.copy(RunFolder(run_dir).config, tmp / CONFIG)
             shutil.copy(RunFolder(run_dir).spec, tmp / SPEC)
-            save_training_state(tmp / TRAINING_STATE, step, generators)
+            save_training_state(tmp / TRAINING_STATE, step, generators, counters)
             write_manifest(tmp)
     # torch reports a full disk as a RuntimeError from its zip writer, safetensors as a SafetensorError
     except (OSError, RuntimeError, SafetensorError) as e:

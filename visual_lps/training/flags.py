@@ -14,7 +14,7 @@ from typing import Any
 from visual_lps.agents import AGENTS
 from visual_lps.config import TrainConfig, as_flag_value, base_type, check_ranges, coerce, field_docs, load_yaml
 from visual_lps.runs.folder import RunFolder, check_run_folder, default_out
-from visual_lps.tasks import get_task
+from visual_lps.tasks import NO_SIMULATOR, get_task
 from visual_lps.training.trackers import check_tracker_installed
 
 def _parse_value(annotation: Any, text: str) -> Any:
@@ -108,8 +108,10 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
         task = get_task(train_given.get("task", TrainConfig.task))
         base = task.defaults()
     train = TrainConfig(**(coerce(TrainConfig, base["train"], "config") | train_given))
-    get_task(train.task)
+    task = get_task(train.task)
     check_ranges(train)
+    if train.online_steps and not task.has_simulator:
+        raise SystemExit(f"error: --online-steps {train.online_steps}: {NO_SIMULATOR}")
     check_tracker_installed(train.log_with)
     if train.agent not in AGENTS:
         raise SystemExit(f"error: unknown --agent {train.agent!r}; available: {', '.join(AGENTS)}")
@@ -130,9 +132,11 @@ def _resolve(train_given: dict[str, Any], agent_given: dict[str, Any]) -> tuple[
 RESUMABLE_CHANGES = frozenset({
     "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
     "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
-    "channels_last", "tf32", "log_with", "wandb_project",
+    "channels_last", "tf32", "log_with", "wandb_project", "online_steps", "utd", "warmup_steps", "buffer_capacity",
+    "offline_ratio", "online_episode_steps", "explore_noise",
 })
-"""fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are.
+"""fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are, and how
+the online phase that follows the offline one runs (a finished offline run continues online with them).
 Everything else (task, data, seed, batch, every agent field) defines what is learned and stays as it was;
 precision and compilation may change, at the cost of bit-exactness with an uninterrupted run"""
 

@@ -29,6 +29,7 @@ from visual_lps.agents import AGENTS
 from visual_lps.files import write_text_atomic
 from visual_lps.config import TrainConfig, save_run_config
 from visual_lps.data.chunks import ChunkSampler, DataNeeds
+from visual_lps.data.replay import ReplayBuffer
 from visual_lps.data.node_share import NodeShare
 from visual_lps.data.robot_hdf5 import DatasetFormatError
 from visual_lps.observations import ObsSpec, obs_spec, spec_to_yaml
@@ -41,10 +42,12 @@ from visual_lps.training.checkpointing import (
     check_data_only,
     check_ranks_in_sync,
     checkpoint_bytes,
+    load_counters,
     load_training_state,
     save_checkpoint,
     space_warning,
 )
+from visual_lps.training.online import run_online, start_online
 from visual_lps.training.signals import StopRequest
 from visual_lps.training.trackers import finish_trackers, start_trackers
 from visual_lps.training.trackers import flush as flush_trackers
@@ -53,9 +56,19 @@ from visual_lps.training.update import UpdateStep
 
 @dataclass
 class TrainingProgress:
-    """The step counter, checkpointed with the run (in its training state, `visual_lps.runs.checkpoints`)."""
+    """The counters checkpointed with the run (in its training state, `visual_lps.runs.checkpoints`)."""
 
     step: int = 0
+    """updates so far, offline and online"""
+    env_steps: int = 0
+    """online environment steps so far"""
+    episodes: int = 0
+    """online episodes finished (and written to online/)"""
+
+    ONLINE_COUNTERS = ("env_steps", "episodes")
+
+    def online_counters(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.ONLINE_COUNTERS}
 
 
 @dataclass
@@ -165,9 +178,14 @@ def build_agent(
 
 def make_sampler(accelerator: Accelerator, train_cfg: TrainConfig, core: torch.nn.Module, task_data: TaskData,
                  needs: DataNeeds) -> ChunkSampler:
-    """This process's training batches, from its own seed, with the agent's random inputs of each update."""
+    """This process's training batches, from its own seed, with the agent's random inputs of each update; with an
+    online phase, from the replay buffer that starts as the offline data."""
+    seed = train_cfg.seed * 1000 + accelerator.process_index
     try:
-        return ChunkSampler(task_data.train, needs, accelerator.device, seed=train_cfg.seed * 1000 + accelerator.process_index,
+        if train_cfg.online_steps:
+            return ReplayBuffer(task_data.train, needs, accelerator.device, seed, core.draw_random_inputs,
+                                train_cfg.data_on, train_cfg.buffer_capacity, train_cfg.offline_ratio)
+        return ChunkSampler(task_data.train, needs, accelerator.device, seed=seed,
                             draw_random=core.draw_random_inputs, placement=train_cfg.data_on)
     except ValueError as e:
         raise SystemExit(f"error: {task_data.path}: training demos: {e}") from None
@@ -196,6 +214,8 @@ def restore(accelerator: Accelerator, run_dir: Path, sampler: ChunkSampler) -> T
     try:
         check_data_only(ckpt)  # before Accelerate unpickles anything of it
         progress.step, generators = load_training_state(ckpt)
+        for name, value in load_counters(ckpt, TrainingProgress.ONLINE_COUNTERS).items():
+            setattr(progress, name, value)
         accelerator.load_state(str(ckpt))
     except CheckpointError as e:
         raise SystemExit(f"error: --resume: {e}") from None
@@ -207,9 +227,11 @@ def restore(accelerator: Accelerator, run_dir: Path, sampler: ChunkSampler) -> T
 
 
 def make_update(accelerator: Accelerator, train_cfg: TrainConfig, core: torch.nn.Module, adam: torch.optim.Optimizer,
-                first_step: int) -> UpdateStep:
+                progress: TrainingProgress) -> UpdateStep:
     """The whole update as one step, compiled or not (built after a restore, which replaces Adam's state)."""
-    compiled = compiles_update(train_cfg, accelerator.device, train_cfg.steps - first_step)
+    first_step = progress.step
+    online_updates = max(train_cfg.online_steps - max(progress.env_steps, train_cfg.warmup_steps), 0) * train_cfg.utd
+    compiled = compiles_update(train_cfg, accelerator.device, max(train_cfg.steps - first_step, 0) + online_updates)
     core.compile_act_on_cuda = compiled  # evaluation's `act` follows --compile / --no-compile
     return UpdateStep(core, adam, compile=compiled, backend=train_cfg.compile_backend,
                       mixed_precision=accelerator.mixed_precision, first_step=first_step)
@@ -304,7 +326,8 @@ def checkpoint(run: TrainingRun, step: int) -> None:
     start = time.time()
     check_ranks_in_sync(run.accelerator, run.core)
     generators = run.sampler.state_dict()["generators"]  # every process's: all of them gather them
-    saved = save_checkpoint(run.accelerator, run.run_dir, step, run.train_cfg.keep_last, generators)
+    saved = save_checkpoint(run.accelerator, run.run_dir, step, run.train_cfg.keep_last, generators,
+                            run.progress.online_counters())
     run.accelerator.log({"perf/checkpoint_seconds": time.time() - start}, step=step)
     processes = run.accelerator.num_processes
     if processes > 1:
@@ -330,12 +353,12 @@ def errors_as_exit(run: TrainingRun) -> Iterator[None]:
                          f"{run.train_cfg.batch_size} per process ({first_line}); give a smaller --batch-size") from None
 
 
-def run_loop(run: TrainingRun) -> TrainingOutcome:
+def run_loop(run: TrainingRun, stop: StopRequest) -> TrainingOutcome:
     """Update, log, evaluate and checkpoint until --steps, or until a stop signal (checkpoint, then return)."""
-    cfg, outcome, stop = run.train_cfg, run.outcome, StopRequest()
+    cfg, outcome = run.train_cfg, run.outcome
     try:
         with errors_as_exit(run):
-            while run.progress.step < cfg.steps:
+            while run.progress.step < cfg.steps and run.progress.env_steps == 0:
                 run.update(run.sampler.sample(cfg.batch_size))
                 run.progress.step += 1
                 step = outcome.step = run.progress.step
@@ -351,10 +374,23 @@ def run_loop(run: TrainingRun) -> TrainingOutcome:
                     outcome.stopped_by = stop.signal_name or "a signal to another process"
                     break
     finally:
-        stop.restore()
         run.bar.close()
-        finish_trackers(run.accelerator)
     return outcome
+
+
+def run_phases(run: TrainingRun, task: Task, task_data: TaskData) -> TrainingOutcome:
+    """The offline phase, then the online one where --online-steps asks for it (not after a stop signal)."""
+    stop = StopRequest()
+    try:
+        outcome = run_loop(run, stop)
+        if run.train_cfg.online_steps and not outcome.stopped_by:
+            phase = start_online(run, task, task_data)
+            with errors_as_exit(run):
+                run_online(run, phase, stop, evaluate, log_training, checkpoint)
+    finally:
+        stop.restore()
+        finish_trackers(run.accelerator)
+    return run.outcome
 
 
 def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
@@ -362,6 +398,9 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
     value (SystemExit naming it; the last good checkpoint stays). The main process holds the run folder's lock
     throughout: a second run on the same --out is refused before it loads data or clears anything."""
     accelerator = start_accelerator(train_cfg)
+    if train_cfg.online_steps and accelerator.num_processes > 1:
+        raise SystemExit(f"error: --online-steps: the online phase acts in one simulator, in one process; "
+                         f"{accelerator.num_processes} were launched (run it with python train.py)")
     with locked_run_folder(accelerator, train_cfg.out):
         task = get_task(train_cfg.task)
         task_data, share_note = load_task_data(accelerator, task, train_cfg)
@@ -371,14 +410,14 @@ def train(train_cfg: TrainConfig, agent_cfg: Any) -> TrainingOutcome:
         sampler = make_sampler(accelerator, train_cfg, core, task_data, needs)
         evaluator = make_evaluator(accelerator, train_cfg, task, task_data, needs)
         progress = restore(accelerator, Path(train_cfg.out), sampler) if train_cfg.resume else TrainingProgress()
-        update = make_update(accelerator, train_cfg, core, adam, progress.step)
+        update = make_update(accelerator, train_cfg, core, adam, progress)
         open_run_folder(accelerator, train_cfg, agent_cfg, task_data, spec)
         bar = tqdm(total=train_cfg.steps, initial=progress.step, desc="training", unit="step", dynamic_ncols=True,
                    disable=not (accelerator.is_main_process and train_cfg.progress))
         run = TrainingRun(accelerator, train_cfg, core, sampler, update, evaluator, progress,
                           TrainingOutcome(step=progress.step), bar, last_log=(time.time(), progress.step))
         announce(run, task, task_data, share_note)
-        outcome = run_loop(run)
+        outcome = run_phases(run, task, task_data)
         accelerator.wait_for_everyone()
         accelerator.end_training()
     return outcome
