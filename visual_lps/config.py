@@ -75,6 +75,10 @@ class TrainConfig:
     """evaluate every this many updates, offline and online counted together (and at the end of each phase)"""
     eval_episodes: int = 50
     """evaluation episodes; 0 turns evaluation off"""
+    eval_videos: int = 0
+    """the first this many episodes of each evaluation recorded as a video, <out>/videos/step_N.mp4 (and logged to
+    W&B with --log-with wandb): the policy's camera frames on visual tasks, the simulator's view on state tasks
+    (rendering is slow on a CPU: a few frames per second)"""
     log_every: int = 1_000
     """write training scalars to TensorBoard every this many steps"""
     log_with: str = "tensorboard"
@@ -125,6 +129,7 @@ class TrainConfig:
             "online_episode_steps": (self.online_episode_steps >= 0, "at least 0 (0: the task's limit)"),
             "eval_every": (self.eval_every >= 1, "at least 1"),
             "eval_episodes": (self.eval_episodes >= 0, "at least 0"),
+            "eval_videos": (0 <= self.eval_videos <= self.eval_episodes, "0 to --eval-episodes"),
             "log_every": (self.log_every >= 1, "at least 1"),
             "save_every": (self.save_every >= 1, "at least 1"),
             "keep_last": (self.keep_last >= 0, "at least 0 (0 keeps all)"),

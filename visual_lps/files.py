@@ -47,6 +47,14 @@ def atomic_write(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
         written.unlink(missing_ok=True)
 
 
+def write_video_atomic(path: str | Path, frames: list, fps: int) -> None:
+    """RGB frames (H, W, 3) as a video whose format the extension names (.mp4), atomically."""
+    import imageio.v2 as imageio
+
+    with atomic_write(path, keep_suffix=True) as written:  # imageio picks the format by the extension
+        imageio.mimwrite(written, frames, fps=fps, macro_block_size=1)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """`Path.write_text`, atomically."""
     with atomic_write(path) as written:

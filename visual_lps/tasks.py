@@ -39,7 +39,9 @@ class TaskData:
 
 
 class Evaluator(Protocol):
-    """What the trainer calls every --eval-every steps (main process only), the agent in eval mode."""
+    """What the trainer calls every --eval-every steps (main process only), the agent in eval mode. One that
+    records (`--eval-videos`) also holds `video_frames` and `video_fps` of its last evaluation, which the trainer
+    writes as a video."""
 
     def evaluate(self, agent: nn.Module) -> dict[str, float]:
         """metric name (as logged to TensorBoard) -> value"""
@@ -118,7 +120,8 @@ class OGBenchTask:
         from visual_lps.envs.ogbench_env import RolloutEvaluator
 
         return RolloutEvaluator(self.eval_env_name(train_cfg.task_id), train_cfg.eval_episodes, device,
-                                seed=train_cfg.seed * 100_000, progress=train_cfg.progress)
+                                seed=train_cfg.seed * 100_000, progress=train_cfg.progress,
+                                videos=train_cfg.eval_videos, from_pixels=self.from_pixels)
 
     def make_online_environment(self, train_cfg: TrainConfig, data: TaskData) -> OnlineEnvironment:
         """The single-task env of --task-id, its steps labelled as the play data (rewards of --sparse or not)."""

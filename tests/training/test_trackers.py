@@ -77,3 +77,33 @@ def test_log_with_wandb_without_the_package_is_one_error_line(tmp_path: Path, mo
     with pytest.raises(SystemExit, match=r"--log-with wandb: the wandb package is not installed \(pip install wandb\)"):
         parse_args(["--task", "cube-single", "--out", str(tmp_path / "a"), "--log-with", "wandb"])
     assert not (tmp_path / "a").exists()
+
+
+def test_evaluation_videos_are_written_to_the_run_folder_and_logged_to_wandb(tiny_cube_dir: Path, tmp_path: Path,
+                                                                           monkeypatch):
+    """--eval-videos 1: the first evaluation episode rendered (episodes shortened to 6 steps here: rendering on a
+    CPU takes a fraction of a second per frame)."""
+    pytest.importorskip("wandb")
+    import imageio.v2 as imageio
+
+    from visual_lps.envs import ogbench_env
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    make = ogbench_env.make_eval_env
+    monkeypatch.setattr(ogbench_env, "make_eval_env", lambda name, render_size=None, max_episode_steps=None:
+                        make(name, render_size, max_episode_steps=6))
+    out = tmp_path / "run"
+    train(*parse_args(tiny(tiny_cube_dir, out, "--steps", "2", "--eval-every", "2", "--eval-episodes", "2",
+                           "--eval-videos", "1", "--log-with", "wandb")))
+    video = out / "videos" / "step_00000002.mp4"
+    frames = imageio.mimread(video)
+    assert len(frames) == 6 and frames[0].shape == (256, 256, 3)  # one episode of two, the simulator's view
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    logged = {item.nested_key[1]: json.loads(item.value_json) for r in wandb_records(next(run_dir.glob("run-*.wandb")))
+              if r.WhichOneof("record_type") == "history" for item in r.history.item
+              if list(item.nested_key[:1]) == ["eval/video"]}
+    assert logged["_type"] == "video-file" and logged["path"].endswith(".mp4")
+    assert (run_dir / "files" / logged["path"]).read_bytes() == video.read_bytes()
+    with pytest.raises(SystemExit, match=r"--eval-videos 3: out of range, must be 0 to --eval-episodes"):
+        parse_args(tiny(tiny_cube_dir, tmp_path / "bad", "--eval-episodes", "2", "--eval-videos", "3"))

@@ -9,18 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from visual_lps.deploy.execution import MODES
-from visual_lps.files import atomic_write
-
-
-def write_video_atomic(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """Encode atomically (`visual_lps.files`): no half-written video."""
-    import imageio.v2 as imageio
-
-    with atomic_write(path, keep_suffix=True) as written:  # imageio picks the format by the extension
-        imageio.mimwrite(written, frames, fps=fps, macro_block_size=1)
+from visual_lps.files import write_video_atomic
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,12 +48,13 @@ def evaluate(
     record: str | None = None,
     progress: bool = False,
     executor: ChunkExecutor | None = None,
+    record_episodes: int | None = None,
 ) -> EvalResult:
     """Success rate over `episodes` episodes; success is the env's `info['success']` when the episode ends.
 
     A policy with a `frame_stack` k > 1 (an agent's, see `visual_lps.deploy.policy`) sees the last k observations (the
     first repeated at the start), as in training. `record` keeps one frame per step: 'render' (the env's camera) or 'observation' (what the
-    policy saw).
+    policy saw), of the first `record_episodes` episodes (default: all).
     """
     from tqdm import trange
 
@@ -65,6 +66,7 @@ def evaluate(
         history = deque([ob] * frame_stack, maxlen=frame_stack)
         executor.reset()
         done, total, length = False, 0.0, 0
+        recording = record if record_episodes is None or episode < record_episodes else None
         while not done:
             action = executor(np.stack(history) if frame_stack > 1 else ob)
             ob, reward, terminated, truncated, info = env.step(action)
@@ -72,9 +74,9 @@ def evaluate(
             done = terminated or truncated
             total += float(reward)
             length += 1
-            if record == "render":
+            if recording == "render":
                 frames.append(env.render())
-            elif record == "observation":
+            elif recording == "observation":
                 frames.append(ob)
         successes.append(float(info["success"]))
         returns.append(total)
@@ -82,16 +84,28 @@ def evaluate(
     return EvalResult(float(np.mean(successes)), float(np.mean(returns)), float(np.mean(lengths)), frames)
 
 
+VIDEO_SIZE = 256
+"""pixels of the simulator's view in a state task's evaluation videos"""
+
+
 class RolloutEvaluator:
     """A task's evaluator during training (`visual_lps.tasks.Evaluator`): the agent's success rate and return
-    over the same `episodes` episodes (seeds `seed`, `seed + 1`, ...) each time, in one env made once per run."""
+    over the same `episodes` episodes (seeds `seed`, `seed + 1`, ...) each time, in one env made once per run;
+    with `videos`, the frames of the first that many episodes (`video_frames`, at `video_fps`): the policy's own
+    camera frames when it reads `from_pixels`, else the simulator's view."""
 
-    def __init__(self, env_name: str, episodes: int, device: torch.device, seed: int, progress: bool):
-        self.env = make_eval_env(env_name)
-        self.episodes, self.device, self.seed, self.progress = episodes, device, seed, progress
+    def __init__(self, env_name: str, episodes: int, device: torch.device, seed: int, progress: bool,
+                 videos: int = 0, from_pixels: bool = False):
+        self.record = None if not videos else ("observation" if from_pixels else "render")
+        self.env = make_eval_env(env_name, render_size=VIDEO_SIZE if self.record == "render" else None)
+        self.episodes, self.device, self.seed, self.progress, self.videos = episodes, device, seed, progress, videos
+        self.video_frames: list[np.ndarray] = []
+        self.video_fps = int(self.env.metadata.get("render_fps", 20))
 
     def evaluate(self, agent: torch.nn.Module) -> dict[str, float]:
-        result = evaluate(Policy(agent, self.device), self.env, self.episodes, seed=self.seed, progress=self.progress)
+        result = evaluate(Policy(agent, self.device), self.env, self.episodes, seed=self.seed, progress=self.progress,
+                          record=self.record, record_episodes=self.videos)
+        self.video_frames = result.frames
         return {"eval/success_rate": result.success_rate, "eval/return": result.mean_return}
 
     def describe(self, metrics: dict[str, float]) -> str:

@@ -10,6 +10,7 @@ be written, and what --overwrite deletes. Anything else a user keeps in the fold
       wandb/                 Weights & Biases' files, with --log-with wandb
       checkpoints/step_N/    weights, optimiser, training state, a copy of both YAML files, manifest.json
       online/                the online phase's episodes, one HDF5 file each (visual_lps.data.episode_files)
+      videos/step_N.mp4      evaluation videos, with --eval-videos
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ LOGS = "tb"
 WANDB = "wandb"
 CHECKPOINTS = "checkpoints"
 ONLINE = "online"
+VIDEOS = "videos"
 CHECKPOINT_PREFIX = "step_"
 PHASE_BOUNDARY = "online/started_at_update"
 """the scalar a run logs once, when its online phase starts (its value and step: the update count then)"""
@@ -39,8 +41,8 @@ class RunFolder:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.config, self.spec, self.logs, self.wandb, self.checkpoints, self.online = (
-            self.root / name for name in (CONFIG, SPEC, LOGS, WANDB, CHECKPOINTS, ONLINE))
+        self.config, self.spec, self.logs, self.wandb, self.checkpoints, self.online, self.videos = (
+            self.root / name for name in (CONFIG, SPEC, LOGS, WANDB, CHECKPOINTS, ONLINE, VIDEOS))
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:08d}"
@@ -67,10 +69,10 @@ def check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not resume and not overwrite:
         raise SystemExit(f"error: --out {out} already holds a run ({', '.join(held)}); continue it with --resume, "
-                         f"or replace it with --overwrite (deletes its checkpoints, logs, online episodes and config)")
+                         f"or replace it with --overwrite (deletes its checkpoints, logs, online episodes, videos and config)")
 
 
-RUN_FILES = (CONFIG, SPEC, CHECKPOINTS, LOGS, WANDB, ONLINE)
+RUN_FILES = (CONFIG, SPEC, CHECKPOINTS, LOGS, WANDB, ONLINE, VIDEOS)
 """what a run folder holds (and --overwrite deletes); anything else in the folder is left alone"""
 
 

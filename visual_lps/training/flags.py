@@ -133,7 +133,7 @@ RESUMABLE_CHANGES = frozenset({
     "steps", "eval_every", "eval_episodes", "log_every", "save_every", "keep_last", "progress", "out", "resume",
     "overwrite", "dataset_dir", "data_cache", "data_on", "compile", "compile_backend", "mixed_precision",
     "channels_last", "tf32", "log_with", "wandb_project", "online_steps", "utd", "warmup_steps", "buffer_capacity",
-    "offline_ratio", "online_episode_steps", "explore_noise",
+    "offline_ratio", "online_episode_steps", "explore_noise", "eval_videos",
 })
 """fields a resumed run may change: how long and how it runs, what it logs and keeps, where the data are, and how
 the online phase that follows the offline one runs (a finished offline run continues online with them).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import uuid
+from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
@@ -62,6 +63,15 @@ def start_trackers(accelerator: Accelerator, train_cfg: TrainConfig, agent_cfg: 
         if tracker.name != "tensorboard":  # TensorBoard's copy would be a stray folder in tb/; config.yaml has it
             tracker.store_init_configuration(config)
         accelerator.trackers.append(tracker)
+
+
+def log_video(accelerator: Accelerator, path: Path, step: int) -> None:
+    """An evaluation video (an .mp4 already written) to W&B, where it logs; TensorBoard keeps scalars only."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            import wandb
+
+            tracker.tracker.log({"eval/video": wandb.Video(str(path), format="mp4")}, step=step)
 
 
 def finish_trackers(accelerator: Accelerator) -> None:

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from visual_lps.agents import AGENTS
-from visual_lps.files import write_text_atomic
+from visual_lps.files import write_text_atomic, write_video_atomic
 from visual_lps.config import TrainConfig, save_run_config
 from visual_lps.data.chunks import ChunkSampler, DataNeeds
 from visual_lps.data.replay import ReplayBuffer
@@ -49,7 +49,7 @@ from visual_lps.training.checkpointing import (
 )
 from visual_lps.training.online import run_online, start_online
 from visual_lps.training.signals import StopRequest
-from visual_lps.training.trackers import finish_trackers, start_trackers
+from visual_lps.training.trackers import finish_trackers, log_video, start_trackers
 from visual_lps.training.trackers import flush as flush_trackers
 from visual_lps.training.update import UpdateStep
 
@@ -315,6 +315,12 @@ def evaluate(run: TrainingRun, step: int) -> dict[str, float]:
         metrics = run.evaluator.evaluate(run.core)
         run.core.train()
         tqdm.write(f"step {step}: {run.evaluator.describe(metrics)}")
+        frames = getattr(run.evaluator, "video_frames", None)
+        if frames:
+            path = RunFolder(run.run_dir).videos / f"step_{step:08d}.mp4"
+            path.parent.mkdir(exist_ok=True)
+            write_video_atomic(path, frames, run.evaluator.video_fps)
+            log_video(run.accelerator, path, step)
     run.accelerator.log(metrics, step=step)
     flush_trackers(run.accelerator)
     return metrics
