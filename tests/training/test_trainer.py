@@ -299,23 +299,28 @@ NO_CRITIC = ("flow-bc", "meanflow-bc")
 
 @pytest.mark.parametrize("agent", list(BASELINE_NETS))
 def test_every_baseline_trains_from_pixels_as_one_graph_resumes_exactly_and_evaluates(
-    tiny_visual_dir: Path, tmp_path: Path, agent: str
+    tiny_visual_dir: Path, tmp_path: Path, agent: str, capsys
 ):
+    """In one process (train.py's and tools/evaluate.py's `main`): `test_train.py` launches the scripts."""
+    from visual_lps.cli.evaluate import main as evaluate_main
+    from visual_lps.cli.train import main as train_main
+
     def args(out: Path) -> list[str]:
-        return ["train.py", "--agent", agent, "--task", "visual-cube", "--dataset-dir", str(tiny_visual_dir),
+        return ["--agent", agent, "--task", "visual-cube", "--dataset-dir", str(tiny_visual_dir),
                 "--out", str(out), *BASELINE_NETS[agent], "--batch-size", "16", "--no-progress",
                 "--eval-episodes", "0", "--log-every", "1", "--save-every", "2", *COMPILED]
 
     straight = tmp_path / "straight"
-    first = run(sys.executable, *args(straight), "--steps", "4")
-    assert f"training {agent} on visual-cube" in first.stdout and "compiled as one graph" in first.stdout
+    assert train_main([*args(straight), "--steps", "4"]) == 0
+    first = capsys.readouterr().out
+    assert f"training {agent} on visual-cube" in first and "compiled as one graph" in first
     split = interrupted_copy(straight, tmp_path / "split", 2)
-    run(sys.executable, "train.py", "--resume", "--out", str(split), *COMPILED, "--steps", "4")
+    assert train_main(["--resume", "--out", str(split), *COMPILED, "--steps", "4"]) == 0
     assert_identical(weights(straight, 4), weights(split, 4))
     assert ("critic.net.hidden.0.weight" in weights(split, 4)) == (agent not in NO_CRITIC)
-    evaluation = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(split), "--episodes", "1",
-                     "--max-episode-steps", "10")
-    assert "success rate" in evaluation.stdout
+    capsys.readouterr()
+    evaluate_main(["--checkpoint", str(split), "--episodes", "1", "--max-episode-steps", "10"])
+    assert "success rate" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("agent", ["flow-bc", "dsrl"])
