@@ -30,3 +30,13 @@ def test_gpu_check_writes_its_log_and_table_and_says_what_it_skipped(tmp_path):
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| part | status | seconds |" in table and "| jax | skipped: " in table
     assert "=== jax (limit 60s)" in (tmp_path / "gpu_check.log").read_text()
+
+
+def test_online_speed_compares_the_online_loop_with_the_offline_updates(tiny_cube_dir, monkeypatch, capsys):
+    argv = ["bench/online_speed.py", "--dataset-dir", str(tiny_cube_dir), "--steps", "30", "--log-every", "10",
+            "--collect-steps", "20", "--no-compile"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO / "bench" / "online_speed.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| cube-single, utd 1 | offline updates/s " in out and "online env steps/s" in out
+    assert "online loop / offline update rate: " in out and "collection's share of an online step: " in out
