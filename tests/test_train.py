@@ -133,28 +133,37 @@ def test_robot_task_needs_a_valid_dataset(tmp_path: Path):
     assert "no simulator" in fails("--dataset", str(tmp_path / "junk.hdf5"), "--eval-episodes", "3")
 
 
-def test_a_robot_file_without_held_out_demos_says_so_at_start(tmp_path: Path):
+def test_a_robot_file_without_held_out_demos_says_so_at_start(tmp_path: Path, capsys):
     from tests.data.converters.test_droid import write_trajectory
 
     for i in range(3):
         write_trajectory(tmp_path / "droid" / "success" / f"traj_{i}.h5", 12, seed=i)
     dataset = tmp_path / "robot.hdf5"
-    run(sys.executable, "tools/convert_teleop.py", "--format", "droid", str(tmp_path / "droid"), str(dataset),
-        "--valid-fraction", "0", "--resize", "16x16")
-    result = run(sys.executable, "train.py", "--task", "robot", "--dataset", str(dataset), "--out",
-                 str(tmp_path / "run"), *TINY_NETS, "--steps", "2", "--eval-episodes", "0", "--log-every", "1")
-    assert "warning:" in result.stdout and "mask/valid lists no demos" in result.stdout
+    from visual_lps.cli.convert_teleop import main as convert_main
+    from visual_lps.cli.train import main as train_main
+
+    convert_main(["--format", "droid", str(tmp_path / "droid"), str(dataset), "--valid-fraction", "0",
+                  "--resize", "16x16"])
+    capsys.readouterr()
+    assert train_main(["--task", "robot", "--dataset", str(dataset), "--out", str(tmp_path / "run"), *TINY_NETS,
+                       "--steps", "2", "--eval-episodes", "0", "--log-every", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning:" in printed and "mask/valid lists no demos" in printed
 
 
 def test_evaluate_runs_chunks_as_asked_and_refuses_bad_execution_flags(tiny_cube_dir: Path, tmp_path: Path,
                                                                        monkeypatch, capsys):
+    from visual_lps.cli.evaluate import main as evaluate_main
+    from visual_lps.cli.train import main as train_main
+
     out = tmp_path / "run"
-    run(sys.executable, "train.py", "--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out),
-        *TINY_NETS, "--steps", "1", "--eval-episodes", "0", "--save-every", "1", "--log-every", "1")
+    assert train_main(["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(out), *TINY_NETS,
+                       "--steps", "1", "--eval-episodes", "0", "--save-every", "1", "--log-every", "1"]) == 0
     for mode in ("replan", "ensemble"):
-        result = run(sys.executable, "tools/evaluate.py", "--checkpoint", str(out), "--episodes", "1",
-                     "--max-episode-steps", "10", "--execution", mode, "--replan-every", "2")
-        assert f"({mode}): success rate" in result.stdout
+        capsys.readouterr()
+        evaluate_main(["--checkpoint", str(out), "--episodes", "1", "--max-episode-steps", "10", "--execution", mode,
+                       "--replan-every", "2"])
+        assert f"({mode}): success rate" in capsys.readouterr().out
     for flags, message in [(["--execution", "often"], "invalid choice: 'often'"),
                            (["--replan-every", "0"], "--replan-every must be at least 1"),
                            (["--ensemble-decay", "-1"], "--ensemble-decay must be at least 0")]:

@@ -62,13 +62,18 @@ def interrupted_copy(run_dir: Path, copy: Path, step: int) -> Path:
     return copy
 
 
-def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path):
-    """Eager, one process (the CPU default); compiled resume is checked with two processes and per baseline."""
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tiny_visual_dir: Path, tmp_path: Path, capsys):
+    """Eager, one process (the CPU default), in this one (train.py's `main`); compiled resume is checked with two
+    processes and per baseline."""
+    from visual_lps.cli.train import main as train_main
+
     straight = tmp_path / "straight"
-    run(sys.executable, *visual(tiny_visual_dir, straight), "--steps", "6", "--save-every", "3")
+    assert train_main([*visual(tiny_visual_dir, straight)[1:], "--steps", "6", "--save-every", "3"]) == 0
     split = interrupted_copy(straight, tmp_path / "split", 3)
-    resumed = run(sys.executable, "train.py", "--resume", "--out", str(split), "--steps", "6")
-    assert "resumed from" in resumed.stdout and "at step 3" in resumed.stdout
+    capsys.readouterr()
+    assert train_main(["--resume", "--out", str(split), "--steps", "6"]) == 0
+    resumed = capsys.readouterr().out
+    assert "resumed from" in resumed and "at step 3" in resumed
     assert_identical(weights(straight, 6), weights(split, 6))
     assert not torch.equal(weights(split, 3)["critic.net.hidden.0.weight"], weights(split, 6)["critic.net.hidden.0.weight"])
 
