@@ -5,6 +5,7 @@
     python tools/convert_teleop.py --format rosbag  BAGS_DIR        data/my_robot.hdf5 --rate 10 \\
         --image-topic front=/camera/color/image_raw --state-topic joints=/joint_states --action-topic /cmd
     python tools/convert_teleop.py --format folder  EPISODES_DIR    data/my_robot.hdf5 --rewards step-penalty
+    python tools/convert_teleop.py --format hdf5    RUN/online      data/online.hdf5   --rewards source  # merge files
 
 The output is written to a temporary file beside OUT, validated, and renamed only then: a failed, invalid or
 interrupted conversion leaves no file at OUT (and an OUT already there untouched). OUT may not lie inside the

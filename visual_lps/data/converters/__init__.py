@@ -19,6 +19,7 @@ FORMATS = {
     "lerobot": ("visual_lps.data.converters.lerobot", "LeRobotSource"),
     "rosbag": ("visual_lps.data.converters.rosbag", "RosbagSource"),
     "folder": ("visual_lps.data.converters.folder", "FolderSource"),
+    "hdf5": ("visual_lps.data.converters.hdf5_files", "HDF5FilesSource"),
 }
 """format name -> (module, `Source` class), imported when the format is opened"""
 
