@@ -60,6 +60,8 @@ class ReplayBuffer(ChunkSampler):
         """the first rows are the offline data (fewer once the oldest are dropped at capacity)"""
         self.offline_ratio = offline_ratio
         self.num_starts = len(self.starts)
+        self.offline_starts = self.num_starts
+        """valid chunks in offline rows (kept on the host: sampling never waits for the device)"""
         self.episode_start: int | None = None
         """first row of the episode in progress"""
         self._storage = {"starts": self.starts}
@@ -115,6 +117,7 @@ class ReplayBuffer(ChunkSampler):
         self.num_starts = len(kept)
         self._storage["starts"][: self.num_starts] = kept
         self.size, self.offline_rows = keep, max(self.offline_rows - cut, 0)
+        self.offline_starts = int((kept < self.offline_rows).sum())
         if self.episode_start is not None:
             self.episode_start -= cut
         self.starts = self._storage["starts"][: self.num_starts]
@@ -191,10 +194,6 @@ class ReplayBuffer(ChunkSampler):
     def online_starts(self) -> int:
         """valid chunks in online rows"""
         return self.num_starts - self.offline_starts
-
-    @property
-    def offline_starts(self) -> int:
-        return int(torch.searchsorted(self.starts, torch.tensor(self.offline_rows, device=self.starts.device)))
 
     def draw_starts(self, batch_size: int) -> torch.Tensor:
         if self.offline_ratio is None:
