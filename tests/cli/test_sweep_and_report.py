@@ -215,3 +215,17 @@ def test_report_marks_where_a_run_fine_tuned_online_began(tiny_cube_dir: Path, t
     assert [run.online_from for run in runs] == [4] and runs[0].steps[0] == 4 and runs[0].steps[-1] == 49
     assert report_main([str(runs_dir)]) == 0
     assert "fine-tuned online after 4 offline updates" in (runs_dir / "report" / "results.md").read_text()
+
+
+def test_a_run_stopped_in_its_online_phase_is_resumed_by_the_sweep_not_skipped(tiny_cube_dir: Path, tmp_path: Path):
+    import shutil
+
+    from tests.training.test_online import online_run
+    from visual_lps.cli.sweep import SweepRun
+    from visual_lps.cli.train import main as train_main
+
+    out = tmp_path / "cube-single" / "lps" / "seed0"
+    assert train_main(online_run(tiny_cube_dir, out, "lps", "--save-every", "4")) == 0
+    assert SweepRun("cube-single", "lps", 0, out).state(4) == "finished"
+    shutil.rmtree(sorted((out / "checkpoints").iterdir())[-1])  # the last checkpoint falls mid-way online
+    assert SweepRun("cube-single", "lps", 0, out).state(4) == "interrupted"

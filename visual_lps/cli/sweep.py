@@ -4,7 +4,8 @@
         --out runs/sweep [--dry-run] [-- any other train.py flags]
 
 Runs live in OUT/<task>/<agent>/seed<N>. Run it again and it goes on where it stopped: finished runs (a complete
-checkpoint at --steps) are skipped, interrupted ones resumed (`train.py --resume`), the others started.
+checkpoint at --steps, and at the end of the online phase where the runs have one) are skipped, interrupted ones
+resumed (`train.py --resume`), the others started.
 `--jobs N` runs N at once, the CPU threads split between them. A run that fails stops the sweep once the
 runs under way end (exit 1); SIGINT or SIGTERM reaches every run under way, each checkpoints and stops, and the
 sweep exits 130 or 143. Read the results with tools/report.py.
@@ -26,9 +27,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from visual_lps.agents import AGENTS
 from visual_lps.runs.checkpoints import latest_complete_checkpoint
-from visual_lps.runs.folder import RunFolder
+from visual_lps.runs.folder import CONFIG, RunFolder
 from visual_lps.runs.lock import RunFolderInUse, RunLock, RunLockError
 from visual_lps.stop_signals import StopSignalFlag
 from visual_lps.tasks import TASKS
@@ -52,7 +55,7 @@ class SweepRun:
             except RunFolderInUse:
                 return "in use"
         checkpoint, _ = latest_complete_checkpoint(self.out) if RunFolder(self.out).checkpoints.is_dir() else (None, [])
-        if checkpoint is not None and int(checkpoint.name.removeprefix("step_")) >= steps:
+        if checkpoint is not None and int(checkpoint.name.removeprefix("step_")) >= steps and online_done(checkpoint):
             return "finished"
         return "interrupted" if checkpoint is not None else "new"
 
@@ -64,6 +67,14 @@ class SweepRun:
         again = ["--overwrite"] if RunFolder(self.out).config.exists() else []
         return [*train, "--task", self.task, "--agent", self.agent, "--seed", str(self.seed), "--steps", str(steps),
                 "--out", str(self.out), *again, *extra]
+
+
+def online_done(checkpoint: Path) -> bool:
+    """Whether the run's online phase (`--online-steps` in its config; none: done) is over at `checkpoint`."""
+    from visual_lps.training.checkpointing import load_counters
+
+    train = (yaml.safe_load((checkpoint / CONFIG).read_text()) or {}).get("train", {})
+    return load_counters(checkpoint, ("env_steps",))["env_steps"] >= int(train.get("online_steps") or 0)
 
 
 def package_path() -> str:
