@@ -205,14 +205,15 @@ def test_a_sweep_skips_a_run_another_process_holds_and_a_second_sweep_on_its_out
 
 
 def test_report_marks_where_a_run_fine_tuned_online_began(tiny_cube_dir: Path, tmp_path: Path):
-    from tests.training.test_online import online_run
+    from tests.training.test_online import online_run, scalars
     from visual_lps.cli.train import main as train_main
 
     runs_dir = tmp_path / "runs"
-    assert train_main(online_run(tiny_cube_dir, runs_dir / "online", "lps", "--eval-every", "20",
+    assert train_main(online_run(tiny_cube_dir, runs_dir / "online", "lps", "--eval-every", "7",
                                  "--eval-episodes", "1")) == 0
     runs, _ = read_runs(runs_dir)
-    assert [run.online_from for run in runs] == [4] and runs[0].steps[0] == 4 and runs[0].steps[-1] == 49
+    assert [run.online_from for run in runs] == [4] and runs[0].steps == [4, 7, 14, 21, 28, 35, 42, 49]
+    assert len(scalars(runs_dir / "online", "eval/success_rate")) == 8  # the last update is evaluated once
     assert report_main([str(runs_dir)]) == 0
     assert "fine-tuned online after 4 offline updates" in (runs_dir / "report" / "results.md").read_text()
 

@@ -112,7 +112,7 @@ def run_online(run, phase: OnlinePhase, stop: StopRequest, evaluate, log_trainin
     closed and kept, a checkpoint written). The trainer's evaluate / log / checkpoint functions are passed in."""
     cfg, progress, outcome = run.train_cfg, run.progress, run.outcome
     run.bar = phase.bar
-    started_at = progress.env_steps
+    started_at, evaluated_at = progress.env_steps, None
     try:
         while progress.env_steps < cfg.online_steps:
             try:
@@ -133,7 +133,7 @@ def run_online(run, phase: OnlinePhase, stop: StopRequest, evaluate, log_trainin
                         log_training(run, step)
                         log_env_rate(run, phase)
                     if step % cfg.eval_every == 0:
-                        outcome.metrics = evaluate(run, step)
+                        outcome.metrics, evaluated_at = evaluate(run, step), step
                     if step % cfg.save_every == 0:
                         phase.save_pending = True
             stopping = stop.should_stop(progress.step)
@@ -152,7 +152,8 @@ def run_online(run, phase: OnlinePhase, stop: StopRequest, evaluate, log_trainin
             if run.update.calls:
                 log_training(run, progress.step)
                 log_env_rate(run, phase)
-            outcome.metrics = evaluate(run, progress.step)
+            if evaluated_at != progress.step:
+                outcome.metrics = evaluate(run, progress.step)
             checkpoint(run, progress.step)
     finally:
         phase.bar.close()
