@@ -145,8 +145,8 @@ def test_a_source_is_scanned_once_when_opened(make, tmp_path: Path):
 
 
 def test_open_source_refuses_an_unknown_format(tmp_path: Path):
-    with pytest.raises(ValueError, match=r"--format 'hdf5': choose one of droid, lerobot, rosbag, folder"):
-        open_source("hdf5", tmp_path, ConvertOptions())
+    with pytest.raises(ValueError, match=r"--format 'mcap': choose one of droid, lerobot, rosbag, folder, hdf5"):
+        open_source("mcap", tmp_path, ConvertOptions())
 
 
 def test_a_format_loads_its_libraries_only_when_used(tmp_path: Path):
