@@ -7,7 +7,9 @@ Single process (`python train.py`) and `accelerate launch train.py` run the same
 its own batches (`--batch-size` is per process) from its own seeded sampler; evaluation, logging and
 checkpoint files are the main process's job.
 
-`train` runs its phases in order: runtime, lock, data, agent and optimiser, restore, run folder, loop.
+`train` runs its phases in order: runtime, lock, data, agent and optimiser, restore, run folder, loop; the loop is
+the offline updates, then, with --online-steps, the online phase (`visual_lps.training.online`: acting in the task's
+simulator, its steps added to the replay buffer the sampler became).
 """
 
 from __future__ import annotations
