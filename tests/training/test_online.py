@@ -128,6 +128,9 @@ def test_bad_online_values_name_the_flag(tmp_path: Path, capsys):
         (["--utd", "0"], "--utd 0: out of range, must be at least 1"),
         (["--offline-ratio", "1.5"], "--offline-ratio 1.5: out of range, must be in [0, 1]"),
         (["--explore-noise", "-0.1"], "--explore-noise -0.1: out of range, must be at least 0"),
+        (["--warmup-steps", "-2"], "--warmup-steps -2: out of range, must be at least 0"),
+        (["--buffer-capacity", "-1"], "--buffer-capacity -1: out of range, must be at least 0 (0: no limit)"),
+        (["--online-episode-steps", "-5"], "--online-episode-steps -5: out of range, must be at least 0"),
         (["--task", "robot", "--dataset", "x.hdf5", "--eval-episodes", "0"], "--task robot has no simulator"),
     ]:
         with pytest.raises(SystemExit, match="^error: ") as raised:
