@@ -64,7 +64,8 @@ class ReplayBuffer(ChunkSampler):
         """valid chunks in offline rows (kept on the host: sampling never waits for the device)"""
         self.episode_start: int | None = None
         """first row of the episode in progress"""
-        self._storage = {"starts": self.starts}
+        self._starts = self.starts
+        """the valid chunk starts (the first `num_starts` rows), with room to grow; `starts` is their view"""
 
     # -- growing -----------------------------------------------------------------------------------------------
 
@@ -84,16 +85,13 @@ class ReplayBuffer(ChunkSampler):
         new_rows = min(grown, self.capacity) if self.capacity else grown
 
         def grow(tensor: torch.Tensor) -> torch.Tensor:
-            bigger = torch.empty((new_rows, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-            bigger[: self.size] = tensor[: self.size]
-            return bigger
+            return grow_to(tensor, new_rows, self.size)
 
         self.observations = map_obs(grow, self.observations)
         self.actions, self.rewards, self.masks = grow(self.actions), grow(self.rewards), grow(self.masks)
         self.episode_first, self.episode_last = grow(self.episode_first), grow(self.episode_last)
-        starts = self._storage["starts"]
-        if len(starts) < new_rows:
-            self._storage["starts"] = grow_to(starts, new_rows, self.num_starts)
+        if len(self._starts) < new_rows:
+            self._starts = grow_to(self._starts, new_rows, self.num_starts)
 
     def _drop_oldest(self, rows: int) -> None:
         """Drop the oldest whole episodes holding at least `rows` rows; everything after them moves to the front."""
@@ -112,15 +110,15 @@ class ReplayBuffer(ChunkSampler):
         self.episode_first[:keep] -= cut
         in_progress = self.episode_last[:keep] == IN_PROGRESS
         self.episode_last[:keep] = torch.where(in_progress, self.episode_last[:keep], self.episode_last[:keep] - cut)
-        starts = self._storage["starts"][: self.num_starts]
+        starts = self._starts[: self.num_starts]
         kept = starts[starts >= cut] - cut
         self.num_starts = len(kept)
-        self._storage["starts"][: self.num_starts] = kept
+        self._starts[: self.num_starts] = kept
         self.size, self.offline_rows = keep, max(self.offline_rows - cut, 0)
         self.offline_starts = int((kept < self.offline_rows).sum())
         if self.episode_start is not None:
             self.episode_start -= cut
-        self.starts = self._storage["starts"][: self.num_starts]
+        self.starts = self._starts[: self.num_starts]
 
     # -- adding ------------------------------------------------------------------------------------------------
 
@@ -183,9 +181,9 @@ class ReplayBuffer(ChunkSampler):
         self.size += 1
         start = row - self.horizon  # its chunk's bootstrap observation is the row just stored
         if start >= self.episode_start:
-            self._storage["starts"][self.num_starts] = start
+            self._starts[self.num_starts] = start
             self.num_starts += 1
-            self.starts = self._storage["starts"][: self.num_starts]
+            self.starts = self._starts[: self.num_starts]
         return row
 
     # -- sampling ----------------------------------------------------------------------------------------------
@@ -210,6 +208,7 @@ class ReplayBuffer(ChunkSampler):
 
 
 def grow_to(tensor: torch.Tensor, rows: int, used: int) -> torch.Tensor:
+    """A `rows`-row copy of `tensor` holding its first `used` rows (the rest uninitialised)."""
     bigger = torch.empty((rows, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
     bigger[:used] = tensor[:used]
     return bigger
