@@ -36,8 +36,11 @@ def _is_frames(array: np.ndarray) -> bool:
     return array.dtype == np.uint8 and array.ndim == 4 and array.shape[-1] == 3
 
 
-def write_episode(path: Path, rows: OfflineData, success: bool, facts: dict) -> None:
-    """One online episode (its steps and its final observation row) as the file `path`, atomically."""
+def write_episode(path: Path, rows: OfflineData, success: bool, facts: dict,
+                  step_data: dict[str, np.ndarray] | None = None, attrs: dict | None = None) -> None:
+    """One online episode (its steps and its final observation row) as the file `path`, atomically; `facts` go
+    into env_args (and may set `final_observation_row` False for an episode cut short without one), `step_data`
+    and `attrs` beside the demo's actions and into its attributes."""
     observations = rows.observations
     if isinstance(observations, dict):
         images = {k.removesuffix(IMAGE_SUFFIX): v for k, v in observations.items() if k.endswith(IMAGE_SUFFIX)}
@@ -46,7 +49,8 @@ def write_episode(path: Path, rows: OfflineData, success: bool, facts: dict) -> 
         images, proprio = {CAMERA: observations}, {}
     else:
         images, proprio = {}, {STATE_KEY: observations.reshape(len(observations), -1)}
-    episode = Episode(images, proprio, rows.actions, success, str(path), rows.rewards, terminals=rows.masks == 0)
+    episode = Episode(images, proprio, rows.actions, success, str(path), rows.rewards, terminals=rows.masks == 0,
+                      step_data=step_data or {}, attrs=attrs or {})
     compression = "lzf" if images else "none"
     env_args = {"source_format": "online", "observation": "dict" if isinstance(observations, dict) else "array",
                 "final_observation_row": True, **facts}

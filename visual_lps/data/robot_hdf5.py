@@ -85,6 +85,10 @@ class Episode:
     """(N,) rewards recorded by the source, used by the 'source' reward scheme"""
     terminals: np.ndarray | None = None
     """(N,) terminals recorded with those rewards (online episodes); default for 'source': the last step of a success"""
+    step_data: dict[str, np.ndarray] = field(default_factory=dict)
+    """further per-step arrays stored beside the actions (a robot episode's `interventions`, `policy_versions`)"""
+    attrs: dict = field(default_factory=dict)
+    """further facts stored as the demo's attributes (a robot episode's `label`, `complete`)"""
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -97,6 +101,7 @@ class Episode:
             named["rewards"] = self.rewards
         if self.terminals is not None:
             named["terminals"] = self.terminals
+        named |= {f"'{k}'": v for k, v in self.step_data.items()}
         for name, values in named.items():
             if len(values) != n:
                 raise ValueError(f"{self.source}: {name} has {len(values)} steps but actions have {n}")
@@ -241,8 +246,11 @@ class HDF5DatasetWriter:
         next_obs = group.create_group("next_obs")
         for key, source in obs.items():
             next_obs.create_virtual_dataset(key, next_observation_layout(f"data/{name}/obs/{key}", source))
+        for key, values in episode.step_data.items():
+            group.create_dataset(key, data=values)
         group.attrs["num_samples"] = n
         group.attrs["success"] = bool(episode.success)
+        group.attrs.update(episode.attrs)
         self._names.append(name)
         self._successes.append(bool(episode.success))
         self._total += n

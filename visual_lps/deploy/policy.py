@@ -58,17 +58,14 @@ class Policy:
         """The observation as arrays, only the keys the policy reads; ObservationError naming the first key (or the
         array) whose presence, shape or dtype is wrong. Keys the policy does not read are allowed (a robot may
         send more than the policy needs)."""
-        spec = self.obs_spec
-        if isinstance(spec, Mapping):
-            if not isinstance(observation, Mapping):
-                raise ObservationError(f"expected a dict with keys {sorted(spec)}, got {type(observation).__name__}")
-            missing = [key for key in spec if key not in observation]
-            if missing:
-                raise ObservationError(f"observation key(s) {missing} missing (have {key_names(observation)})")
-            return {key: _checked_array(observation[key], shape, key) for key, shape in spec.items()}
-        if isinstance(observation, Mapping):
-            raise ObservationError(f"expected one array of shape {spec}, got a dict with keys {key_names(observation)}")
-        return _checked_array(observation, spec, "observation")
+        return check_observation(observation, self.obs_spec)
+
+    @property
+    def step_spec(self) -> ObsSpec:
+        """The shape of one step's observation, without the stack dimension (what a robot observes at a time)."""
+        if self.frame_stack == 1:
+            return self.obs_spec
+        return map_obs(lambda shape: tuple(shape[1:]), self.obs_spec)
 
     def __call__(self, observation: Nested[np.ndarray]) -> np.ndarray:
         """One observation (the last `frame_stack` stacked, if the policy stacks) -> chunk (horizon, action_dim),
@@ -80,6 +77,20 @@ class Policy:
             raise NonFiniteActionError(f"the policy's action chunk holds NaN or inf, so none is returned: "
                                        f"{_overflow_cause(checked)}")
         return chunk
+
+
+def check_observation(observation: Nested[np.ndarray], spec: ObsSpec) -> Nested[np.ndarray]:
+    """`observation` as arrays of `spec` (only its keys), or ObservationError naming what is wrong (`Policy.check`)."""
+    if isinstance(spec, Mapping):
+        if not isinstance(observation, Mapping):
+            raise ObservationError(f"expected a dict with keys {sorted(spec)}, got {type(observation).__name__}")
+        missing = [key for key in spec if key not in observation]
+        if missing:
+            raise ObservationError(f"observation key(s) {missing} missing (have {key_names(observation)})")
+        return {key: _checked_array(observation[key], shape, key) for key, shape in spec.items()}
+    if isinstance(observation, Mapping):
+        raise ObservationError(f"expected one array of shape {spec}, got a dict with keys {key_names(observation)}")
+    return _checked_array(observation, spec, "observation")
 
 
 def key_names(mapping: Mapping) -> list[str]:

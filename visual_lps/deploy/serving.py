@@ -12,6 +12,11 @@ client's bytes as pointers. A message larger than the biggest valid observation 
 `max_message_bytes` in the metadata) closes the connection with code 1009 (message too big) unread.
 
 A policy whose observation is one array (state tasks) reads it from the key "observation".
+
+A fine-tuning server (tools/finetune_robot.py) serves a `SwappablePolicy`: each reply also carries
+`"policy_version"`, the version of the weights that chose the chunk, and messages holding the key "lps_report"
+are the robot's reports of executed steps and episode ends (`visual_lps.deploy.episode_recorder`), answered with a
+small dict. `RobotClient` speaks both.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import msgpack
 import numpy as np
 
 from visual_lps.observations import ObsSpec
+from visual_lps.deploy.episode_recorder import REPORT_KEY, EpisodeRecorder, ReportError
 from visual_lps.deploy.policy import NonFiniteActionError, ObservationError, Policy, is_camera, key_names
+from visual_lps.deploy.swappable import SwappablePolicy
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -151,18 +158,21 @@ def unpack(data: bytes) -> Any:
 
 
 class PolicyServer:
-    """Serves one `Policy` to any number of clients; inference runs one request at a time (in a worker thread,
-    so the event loop keeps accepting connections and answering bad requests)."""
+    """Serves one `Policy` (or a `SwappablePolicy` a learner updates) to any number of clients; inference runs one
+    request at a time (in a worker thread, so the event loop keeps accepting connections and answering bad
+    requests). With a `recorder`, it also takes the robot's reports."""
 
-    def __init__(self, policy: Policy, metadata: dict[str, Any], token: str | None = None):
-        self.policy = policy
+    def __init__(self, policy: Policy | SwappablePolicy, metadata: dict[str, Any], token: str | None = None,
+                 recorder: EpisodeRecorder | None = None):
+        self.policy, self.recorder = policy, recorder
         self.max_message_bytes = message_limit(policy.obs_spec)
         self.metadata = metadata | {"max_message_bytes": self.max_message_bytes}
         self._expected = None if token is None else f"Api-Key {token}".encode()
         self._lock = threading.Lock()
 
-    def reply(self, data: bytes | str) -> bytes | str:
-        """The answer to one request: packed actions, or a text naming what is wrong with the request."""
+    def reply(self, data: bytes | str, client: int = 0) -> bytes | str:
+        """The answer to one request of `client` (its connection): packed actions (or a report's receipt), or a
+        text naming what is wrong with the request."""
         if isinstance(data, str):
             return "bad request: expected a binary msgpack message, got text"
         try:
@@ -173,6 +183,8 @@ class PolicyServer:
             return f"bad request: not a msgpack observation ({type(e).__name__}: {e})"
         if not isinstance(observation, Mapping):
             return f"bad request: expected an observation dict, got {type(observation).__name__}"
+        if REPORT_KEY in observation:
+            return self.report(observation, client)
         if not isinstance(self.policy.obs_spec, Mapping):
             if OBSERVATION_KEY not in observation:
                 return (f"bad request: observation key(s) ['{OBSERVATION_KEY}'] missing "
@@ -187,7 +199,27 @@ class PolicyServer:
         except NonFiniteActionError as e:
             return f"no actions: {e}"
         infer_ms = 1000 * (time.perf_counter() - start)
-        return pack({"actions": np.ascontiguousarray(actions, dtype=np.float32), "server_timing": {"infer_ms": infer_ms}})
+        versioned = {}
+        if isinstance(self.policy, SwappablePolicy):
+            actions, versioned = actions[0], {"policy_version": actions[1]}
+        return pack({"actions": np.ascontiguousarray(actions, dtype=np.float32), "server_timing": {"infer_ms": infer_ms}}
+                    | versioned)
+
+    def report(self, message: Mapping, client: int) -> bytes | str:
+        if self.recorder is None:
+            return "bad request: this server takes no reports (it is not fine-tuning: tools/finetune_robot.py is)"
+        try:
+            return pack(self.recorder.report(client, message))
+        except ReportError as e:
+            return f"bad report: {e}"
+
+    def disconnected(self, client: int) -> None:
+        """A connection closed: the recorder keeps its episode in progress as an incomplete one."""
+        if self.recorder is not None:
+            stored = self.recorder.disconnected(client)
+            if stored is not None:
+                log.warning("client left mid-episode: %d steps stored as incomplete episode %d (never trained on)",
+                            stored.steps, stored.index)
 
     def authorised(self, headers: Headers) -> bool:
         """Exactly one Authorization header whose bytes are the token's in UTF-8 (compared in constant time).
@@ -214,12 +246,15 @@ class PolicyServer:
             return None
 
         async def handler(connection: ServerConnection) -> None:
+            client = id(connection)
             try:
                 await connection.send(pack(self.metadata))
                 async for message in connection:
-                    await connection.send(await asyncio.to_thread(self.reply, message))
+                    await connection.send(await asyncio.to_thread(self.reply, message, client))
             except ConnectionClosed as e:  # the client left, or sent too much: one line, no traceback
                 log.warning("client %s:%s disconnected (%s)", *connection.remote_address[:2], e)
+            finally:
+                await asyncio.to_thread(self.disconnected, client)
 
         async with serve(handler, host, port, compression=None, max_size=self.max_message_bytes,
                          process_request=check_token) as server:
@@ -244,7 +279,10 @@ class PolicyClient:
     def infer(self, observation: dict[str, Any]) -> dict[str, Any]:
         """The server's action dict; RuntimeError with the server's message for a bad request, ValueError for an
         observation over the server's size limit (which would close the connection)."""
-        message = pack(observation)
+        return self._request(observation)
+
+    def _request(self, content: dict[str, Any]) -> dict[str, Any]:
+        message = pack(content)
         limit = self.metadata.get("max_message_bytes")
         if limit is not None and len(message) > limit:
             raise ValueError(f"the observation packs to {len(message):,} bytes, over the server's limit of "
@@ -263,3 +301,36 @@ class PolicyClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RobotClient(PolicyClient):
+    """The robot side of fine-tuning (tools/finetune_robot.py): chunks as from any server (`infer`, whose reply
+    carries the `policy_version` that chose them), and reports of each executed step and each episode's end.
+
+        reply = client.infer(observation)                       # {"actions", "policy_version", ...}
+        client.report_step(observation, action, policy_version=reply["policy_version"])
+        client.report_step(observation, human_action, intervention=True)   # a human in control
+        client.end_episode("success", final_observation)        # or "failure", "discard"
+
+    An episode begins with its first step report; closing the connection mid-episode stores it as incomplete."""
+
+    def report_step(self, observation: Any, action: np.ndarray, intervention: bool = False,
+                    policy_version: int | None = None, reward: float | None = None) -> dict[str, Any]:
+        """One executed step: the observation the action was chosen at (one step's, not stacked), the action the
+        robot executed (the human's when `intervention`), the version of the chunk it came from, and the robot's
+        reward if it has one. RuntimeError with the server's message for a report it refuses."""
+        report = {REPORT_KEY: "step", "observation": observation, "action": np.asarray(action, np.float32),
+                  "intervention": bool(intervention)}
+        if policy_version is not None:
+            report["policy_version"] = int(policy_version)
+        if reward is not None:
+            report["reward"] = float(reward)
+        return self._request(report)
+
+    def end_episode(self, label: str, final_observation: Any = None) -> dict[str, Any]:
+        """The operator's label of the episode ("success", "failure" or "discard") and the observation after its
+        last action; the reply says where it was stored (`episode`) and whether it is trained on."""
+        report = {REPORT_KEY: "end", "label": label}
+        if final_observation is not None:
+            report["final_observation"] = final_observation
+        return self._request(report)

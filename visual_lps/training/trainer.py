@@ -206,13 +206,18 @@ def make_evaluator(accelerator: Accelerator, train_cfg: TrainConfig, task: Task,
 
 def restore(accelerator: Accelerator, run_dir: Path, sampler: ChunkSampler) -> TrainingProgress:
     """--resume: weights, Adam, the samplers' generators and the step of the latest complete checkpoint."""
-    progress = TrainingProgress()
     ckpt, skipped = latest_complete_checkpoint(run_dir)
     for reason in skipped:
         accelerator.print(f"warning: {reason}; resuming from an earlier one")
     if ckpt is None:
         found = f"only incomplete ones ({len(skipped)})" if skipped else "no checkpoint"
         raise SystemExit(f"error: --resume: {run_dir / 'checkpoints'} holds {found}")
+    return restore_checkpoint(accelerator, ckpt, sampler)
+
+
+def restore_checkpoint(accelerator: Accelerator, ckpt: Path, sampler: ChunkSampler) -> TrainingProgress:
+    """Weights, Adam, the samplers' generators and the counters of the checkpoint folder `ckpt`."""
+    progress = TrainingProgress()
     try:
         check_data_only(ckpt)  # before Accelerate unpickles anything of it
         progress.step, generators = load_training_state(ckpt)
