@@ -221,3 +221,30 @@ def test_help_and_every_bad_flag_is_one_error_line(cube_run: Path, tmp_path: Pat
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "b" / "robot").exists()
+
+
+def test_the_robot_loop_example_fine_tunes_a_camera_run_with_its_operator(robot_run: Path, tmp_path: Path):
+    """examples/robot_loop.py --finetune against a run of robot camera data (two cameras, joints): the scripted
+    operator's episodes and its take-over steps are stored, the camera frames with them."""
+    out, log = tmp_path / "ft", tmp_path / "server.log"
+    process, port = start("--checkpoint", str(robot_run), "--out", str(out), "--publish-every", "1", log=log)
+    try:
+        example = subprocess.run([sys.executable, "examples/robot_loop.py", "--server", f"ws://127.0.0.1:{port}",
+                                  "--finetune", "--episodes", "2", "--episode-steps", "6", "--takeover-steps", "2",
+                                  "--rate", "30"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        printed = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert example.returncode == 0, example.stdout + example.stderr
+    assert "2 episodes at 30 Hz" in example.stdout and "2 steps by the human" in example.stdout
+    assert "episode 1: failure, 6 steps, 33% by a human" in printed, printed + log.read_text()
+    summary = validate_hdf5(out / "robot_episodes.hdf5")
+    assert summary.train == ["demo_0", "demo_1"] and summary.cameras == {"front": (12, 16, 3), "wrist": (8, 8, 3)}
+    with h5py.File(out / "robot_episodes.hdf5", "r") as file:
+        assert file["data/demo_1/interventions"][:].tolist() == [False] * 4 + [True] * 2 + [False]
+        assert not file["data/demo_1/actions"][4:6].any()  # the operator's (zero) actions
+        assert file["data/demo_0/rewards"][:].sum() == 0  # sparse (the offline file's scheme): failures earn 0
+    refused = subprocess.run([sys.executable, "examples/robot_loop.py", "--checkpoint", str(robot_run), "--finetune"],
+                             cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--finetune reports to a fine-tuning server" in refused.stderr

@@ -7,7 +7,8 @@ it stored as incomplete (never trained on).
      "policy_version": int (the reply's, for the chunk the action came from), "reward": float (optional)}
     {"lps_report": "end", "label": "success" | "failure" | "discard", "final_observation": {...} (optional)}
 
-A step's observation is one step's (no stack dimension), with the policy's keys; where a human was in control
+A step's observation is one step's (no stack dimension), with the policy's keys (a one-array observation bare or
+under "observation", as in a request); where a human was in control
 the action is the human's, and its version is stored as -1.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from visual_lps.data.robot_episodes import HUMAN, LABELS, RobotEpisode, RobotEpisodeStore, StoredEpisode
-from visual_lps.deploy.policy import ObservationError, check_observation
+from visual_lps.deploy.policy import OBSERVATION_KEY, ObservationError, check_observation
 from visual_lps.observations import ObsSpec
 
 REPORT_KEY = "lps_report"
@@ -70,6 +71,8 @@ class EpisodeRecorder:
         raise ReportError(f"'{REPORT_KEY}' is {kind!r}: expected one of {list(REPORT_KINDS)}")
 
     def _observation(self, value: Any, key: str) -> Any:
+        if not isinstance(self.step_spec, Mapping) and isinstance(value, Mapping) and OBSERVATION_KEY in value:
+            value = value[OBSERVATION_KEY]  # as a request carries a one-array observation
         try:
             return check_observation(value, self.step_spec)
         except ObservationError as e:

@@ -17,6 +17,10 @@ import torch
 from visual_lps.observations import Nested, ObsSpec, map_obs
 
 
+OBSERVATION_KEY = "observation"
+"""the message key of a policy whose observation is one array (state tasks)"""
+
+
 class ObservationError(ValueError):
     """An observation that does not fit the policy's spec; the message names the key at fault."""
 

@@ -37,7 +37,14 @@ import numpy as np
 
 from visual_lps.observations import ObsSpec
 from visual_lps.deploy.episode_recorder import REPORT_KEY, EpisodeRecorder, ReportError
-from visual_lps.deploy.policy import NonFiniteActionError, ObservationError, Policy, is_camera, key_names
+from visual_lps.deploy.policy import (
+    OBSERVATION_KEY,
+    NonFiniteActionError,
+    ObservationError,
+    Policy,
+    is_camera,
+    key_names,
+)
 from visual_lps.deploy.swappable import SwappablePolicy
 
 if TYPE_CHECKING:
@@ -45,8 +52,6 @@ if TYPE_CHECKING:
     from websockets.datastructures import Headers
     from websockets.http11 import Request, Response
 
-OBSERVATION_KEY = "observation"
-"""the request key of a policy whose observation is one array"""
 
 log = logging.getLogger(__name__)
 

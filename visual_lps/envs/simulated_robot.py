@@ -33,6 +33,8 @@ class RobotEpisodeLog:
     rewards: list[float] = field(default_factory=list)
     chunk_seconds: list[float] = field(default_factory=list)
     """round trips of the chunk requests, as the robot measured them"""
+    late_periods: int = 0
+    """control periods the robot overran (with a control rate)"""
     reply: dict = field(default_factory=dict)
     """the server's answer to the episode's end"""
 
@@ -76,10 +78,12 @@ class SimulatedRobot:
     """Runs episodes of `env_name` against a fine-tuning server: `run_episode(seed)`."""
 
     def __init__(self, client: RobotClient, env_name: str, sparse: bool = False, max_episode_steps: int | None = None,
-                 report_rewards: bool = True, patience: int | None = None, rate_hz: float | None = None):
+                 report_rewards: bool = True, patience: int | None = None, rate_hz: float | None = None,
+                 reports: bool = True):
         """`patience`: steps without success after which the simulated human takes over (None: never);
-        `rate_hz`: the control rate to keep (None: as fast as the simulator runs)."""
-        self.client, self.report_rewards = client, report_rewards
+        `rate_hz`: the control rate to keep (None: as fast as the simulator runs); `reports` False: only act (a
+        server that does not fine-tune)."""
+        self.client, self.report_rewards, self.reports = client, report_rewards, reports
         self.env = OGBenchOnlineEnvironment(env_name, sparse, max_episode_steps)
         self.patience, self.rate_hz = patience, rate_hz
         self.human = CubeHuman(self.env.env) if patience is not None else None
@@ -117,8 +121,9 @@ class SimulatedRobot:
                 action = np.asarray(executor(np.stack(history) if self.frame_stack > 1 else observation), np.float32)
                 version = self.versions.popleft()
             transition = self.env.step(action)
-            self.client.report_step(observation, action, intervention=human, policy_version=version,
-                                    reward=transition.reward if self.report_rewards else None)
+            if self.reports:
+                self.client.report_step(observation, action, intervention=human, policy_version=version,
+                                        reward=transition.reward if self.report_rewards else None)
             for values, value in ((log.observations, observation), (log.actions, action),
                                   (log.interventions, human), (log.versions, version),
                                   (log.rewards, transition.reward)):
@@ -131,9 +136,15 @@ class SimulatedRobot:
                 break
             if period is not None:
                 next_tick += period
-                time.sleep(max(next_tick - time.perf_counter(), 0.0))
+                wait = next_tick - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                else:  # overran: a robot keeps steady periods rather than catching up
+                    log.late_periods += 1
+                    next_tick = time.perf_counter()
         log.label = label_override or ("success" if success else "failure")
-        log.reply = self.client.end_episode(log.label, observation)
+        if self.reports:
+            log.reply = self.client.end_episode(log.label, observation)
         return log
 
     def close(self) -> None:
