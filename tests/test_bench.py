@@ -1,5 +1,6 @@
 """The speed benchmark runs (tiny sizes): a benchmark that no longer matches the code is caught here."""
 
+import json
 import runpy
 import sys
 
@@ -40,3 +41,23 @@ def test_online_speed_compares_the_online_loop_with_the_offline_updates(tiny_cub
     out = capsys.readouterr().out
     assert "| cube-single, utd 1 | offline updates/s " in out and "online env steps/s" in out
     assert "online loop / offline update rate: " in out and "collection's share of an online step: " in out
+
+
+def test_robot_finetune_measures_blocks_of_episodes_and_the_chunk_latency(tiny_cube_dir, tmp_path, monkeypatch,
+                                                                          capsys):
+    from visual_lps.training.flags import parse_args
+    from visual_lps.training.trainer import train
+
+    run = tmp_path / "run"
+    train(*parse_args(["--task", "cube-single", "--dataset-dir", str(tiny_cube_dir), "--out", str(run),
+                       "--prior-hidden-dims", "32", "--critic-hidden-dims", "32", "--actor-hidden-dims", "32",
+                       "--batch-size", "8", "--no-progress", "--no-compile", "--steps", "2", "--eval-episodes", "0"]))
+    argv = ["bench/robot_finetune.py", "--checkpoint", str(run), "--out", str(tmp_path / "bench"), "--episodes", "2",
+            "--block", "1", "--no-human", "--max-episode-steps", "10", "--latency-episodes", "1", "--rate", "50"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(REPO / "bench" / "robot_finetune.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "| 2-2 | " in out and "| serving alone | " in out and "| learner training | " in out
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert [b["episodes"] for b in results["learning"]["policy alone"]["blocks"]] == ["1-1", "2-2"]
+    assert results["latency"]["learner training"]["chunks"] == 2  # 10 steps, chunks of 5

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.training.test_online import scalars
 from visual_lps.cli.finetune_robot import main
 from visual_lps.data.robot_hdf5 import validate_hdf5
 from visual_lps.deploy.policy import Policy
@@ -148,6 +149,8 @@ def test_robot_episodes_flow_back_into_training_and_nothing_stored_is_ever_lost(
     assert np.allclose(Policy.load(out, device="cpu")(probe[OBSERVATION_KEY]), second["actions"], atol=1e-5)
     last = int(latest_checkpoint(out).name.split("_")[1])
     assert last >= 4 + 2 * 3 * EPISODE_STEPS
+    assert [v for _, v in scalars(out, "robot/length")] == [EPISODE_STEPS] * 3  # the incomplete one is not logged
+    assert np.allclose([v for _, v in scalars(out, "robot/interventions")], [0.0, 0.0, 0.6])
 
     # The server killed without a word (its learner follows), then restarted: every stored episode is kept and
     # trained on again, numbering goes on, the learner starts from the newest checkpoint.

@@ -11,6 +11,8 @@ be written, and what --overwrite deletes. Anything else a user keeps in the fold
       checkpoints/step_N/    weights, optimiser, training state, a copy of both YAML files, manifest.json
       online/                the online phase's episodes, one HDF5 file each (visual_lps.data.episode_files)
       videos/step_N.mp4      evaluation videos, with --eval-videos
+      robot/, robot_episodes.hdf5   a robot fine-tuning run's episodes (visual_lps.data.robot_episodes): never
+                                    deleted, not even by --overwrite
 """
 
 from __future__ import annotations
