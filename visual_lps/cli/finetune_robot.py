@@ -166,6 +166,7 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
         LearnerChannels,
         LearnerSettings,
         SharedWeights,
+        StopFlag,
         learner_main,
     )
 
@@ -216,7 +217,7 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
 
     context = mp.get_context("spawn")
     channels = LearnerChannels(SharedWeights(policy.agent.state_dict(), context, start_step), context.Queue(),
-                               context.Queue(), context.Event())
+                               context.Queue(), StopFlag(context))
     settings = LearnerSettings(train_cfg, loaded.agent_cfg, str(loaded.path), scheme, args.publish_every,
                                args.learner_threads)
     learner = context.Process(target=learner_main, args=(settings, channels), name="robot-learner", daemon=True)
@@ -306,7 +307,7 @@ async def serve(server, served, learner, channels, host: str, port: int) -> int 
 
     async def follow_learner() -> None:
         while not stop.done():
-            newer = channels.weights.take_newer(served.version)
+            newer = await asyncio.to_thread(channels.weights.take_newer, served.version)
             if newer is not None:
                 await asyncio.to_thread(served.load, *newer)
             try:

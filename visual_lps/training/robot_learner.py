@@ -15,7 +15,6 @@ import queue
 import signal
 import time
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -46,28 +45,56 @@ from visual_lps.training.trackers import finish_trackers
 
 POLL_SECONDS = 0.02
 """how often an idle learner looks for new episodes (and the server for new weights)"""
+PUBLISH_WAIT = 5.0
+"""seconds the learner waits for the weights' lock before it tries again later"""
 
 
 class SharedWeights:
     """The learner's newest weights in shared memory with their version (the update count that made them); the
-    learner writes them, the server copies them out, each holding the lock only for a memory copy."""
+    learner writes them, the server copies them out, each holding the lock only for a memory copy. The server
+    never blocks on it: a lock it cannot take at once (a copy under way, or a learner killed while holding it)
+    is tried again at its next look."""
 
     def __init__(self, state: dict[str, torch.Tensor], context: Any, version: int):
         self.tensors = {key: value.detach().to("cpu", copy=True).share_memory_() for key, value in state.items()}
-        self.version = context.Value("q", version)
+        self.version = context.RawValue("q", version)
+        self.lock = context.Lock()
 
-    def publish(self, module: torch.nn.Module, version: int) -> None:
-        with self.version.get_lock(), torch.no_grad():
-            for key, value in module.state_dict().items():
-                self.tensors[key].copy_(value)
+    def publish(self, module: torch.nn.Module, version: int) -> bool:
+        """Write the weights; False when the lock stayed taken (a server killed mid-copy): tried again later."""
+        if not self.lock.acquire(timeout=PUBLISH_WAIT):
+            return False
+        try:
+            with torch.no_grad():
+                for key, value in module.state_dict().items():
+                    self.tensors[key].copy_(value)
             self.version.value = version
+        finally:
+            self.lock.release()
+        return True
 
     def take_newer(self, than: int) -> tuple[dict[str, torch.Tensor], int] | None:
-        """A copy of the weights and their version, if newer than `than`."""
-        if self.version.value == than:
+        """A copy of the weights and their version, if newer than `than` and the lock is free now."""
+        if self.version.value == than or not self.lock.acquire(block=False):
             return None
-        with self.version.get_lock():
+        try:
             return {key: value.clone() for key, value in self.tensors.items()}, self.version.value
+        finally:
+            self.lock.release()
+
+
+class StopFlag:
+    """Set by the server, read by the learner: a plain shared byte, so that a learner killed while looking at it
+    cannot leave a lock held (a multiprocessing Event can then hang the server's `set`)."""
+
+    def __init__(self, context: Any):
+        self.value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self.value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
 
 
 @dataclass
@@ -103,7 +130,7 @@ class LearnerChannels:
     """queue of EpisodeNote, server -> learner"""
     status: Any
     """queue of (kind, text), learner -> server: ('ready', description), ('error', message), ('stopped', summary)"""
-    stop: Event
+    stop: StopFlag
 
 
 def learner_main(settings: LearnerSettings, channels: LearnerChannels) -> None:
@@ -214,17 +241,15 @@ class RobotLearner:
                 if self.updates_due <= 0:
                     if published != run.progress.step:
                         run.update.check_finite()
-                        weights.publish(run.core, run.progress.step)
-                        published = run.progress.step
-                    self.channels.stop.wait(POLL_SECONDS)
+                        published = run.progress.step if weights.publish(run.core, run.progress.step) else published
+                    time.sleep(POLL_SECONDS)
                     continue
                 run.update(run.sampler.sample(cfg.batch_size))
                 run.progress.step += 1
                 step = run.outcome.step = run.progress.step
                 if step % self.settings.publish_every == 0:
                     run.update.check_finite()  # a NaN never reaches the robot: the run stops here instead
-                    weights.publish(run.core, step)
-                    published = step
+                    published = step if weights.publish(run.core, step) else published
                 if step % cfg.log_every == 0:
                     log_training(run, step)
                 if step % cfg.save_every == 0:
