@@ -84,7 +84,7 @@ def learning(args: argparse.Namespace, name: str, patience: int | None) -> dict:
     run = args.out / name
     process, port = start(["tools/finetune_robot.py", "--checkpoint", str(args.checkpoint), "--out", str(run),
                            "--rewards", "source", "--utd", str(args.utd), "--save-every", "5000",
-                           "--log-every", "200", "--learner-threads", str(args.learner_threads)],
+                           "--log-every", "200", "--learner-threads", str(args.learner_threads), *args.compile],
                           args.out / f"{name}.log")
     rows = []
     try:
@@ -128,7 +128,7 @@ def latency(args: argparse.Namespace, training: bool) -> dict:
     if training:  # --utd high enough that the learner never catches up: it trains throughout
         command = ["tools/finetune_robot.py", "--checkpoint", str(args.checkpoint), "--out", str(run), "--rewards",
                    "source", "--utd", "1000", "--save-every", "100000", "--log-every", "200",
-                   "--learner-threads", str(args.learner_threads)]
+                   "--learner-threads", str(args.learner_threads), *args.compile]
     else:
         command = ["tools/serve_policy.py", "--checkpoint", str(args.checkpoint)]
     process, port = start(command, args.out / f"{name}.log")
@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-episodes", type=int, default=3, help="episodes per latency measurement (0: skip)")
     parser.add_argument("--learner-threads", type=int, default=1, help="torch threads of the learner")
     parser.add_argument("--seed", type=int, default=0, help="seeds the robot's episodes")
+    parser.add_argument("--compile", action="store_true", help="compile the learner's update (finetune_robot.py)")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.block < 1 or args.utd < 1 or args.rate <= 0 or args.latency_episodes < 0:
         parser.error("--episodes, --block and --utd must be at least 1, --rate positive, --latency-episodes >= 0")
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out} is not empty: give a new folder (nothing is overwritten)")
     import visual_lps  # noqa: F401  (MUJOCO_GL before the simulator loads)
 
+    args.compile = ["--compile"] if args.compile else []
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"checkpoint": str(args.checkpoint), "env": args.env, "utd": args.utd}
     results["learning"] = {"policy alone": learning(args, "ft-policy", None)}

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--publish-every", type=positive, default=10, help="updates between weight swaps (default 10)")
     parser.add_argument("--save-every", type=positive, default=1000, help="updates between checkpoints (default 1000)")
     parser.add_argument("--log-every", type=positive, default=100, help="updates between logged metrics (default 100)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the learner's update (default: on CUDA; on a CPU it pays off in sessions of "
+                             "tens of thousands of updates, after about a minute of compiling)")
     parser.add_argument("--learner-threads", type=positive, default=max(1, (os.cpu_count() or 2) - 1),
                         help="torch threads of the learner process (default: all cores but one, left to serving)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -205,7 +208,8 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
     train_cfg = dataclasses.replace(
         cfg, out=str(out), dataset=dataset, steps=cfg.steps if args.resume else start_step, resume=False,
         overwrite=False, progress=False, online_steps=0, utd=args.utd, offline_ratio=args.offline_ratio,
-        data_cache="ram", eval_episodes=0, save_every=args.save_every, log_every=args.log_every, keep_last=0)
+        data_cache="ram", eval_episodes=0, save_every=args.save_every, log_every=args.log_every, keep_last=0,
+        compile=args.compile)
     torch.set_num_threads(1)  # serving: one chunk at a time; the cores are the learner's
     policy = Policy(loaded.agent, device)
     facts = {"run": out.name, "agent": cfg.agent, "task": cfg.task, "started_from": str(loaded.path)}
