@@ -226,7 +226,14 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
                                args.learner_threads)
     learner = context.Process(target=learner_main, args=(settings, channels), name="robot-learner", daemon=True)
     learner.start()
-    status = wait_ready(learner, channels)
+    print(f"starting the learner (loading {dataset or cfg.task + ' data'} and {loaded.path})", flush=True)
+    try:
+        status = wait_ready(learner, channels)
+    except KeyboardInterrupt:  # Ctrl-C while the learner loads: nothing to save yet
+        learner.kill()
+        learner.join()
+        print("fine-tuning stopped by SIGINT before it served", flush=True)
+        return 128 + signal.SIGINT
     if status[0] != "ready":
         print(f"error: {status[1]}", file=sys.stderr)
         learner.join(STOP_TIMEOUT)
