@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparse", action="store_true", help="the task's sparse labels (scene, puzzle-3x3: as the "
                                                               "run trained)")
     parser.add_argument("--max-episode-steps", type=int, default=None, help="shorter episodes than the task's")
-    parser.add_argument("--episodes", type=int, default=60, help="episodes per learning measurement")
+    parser.add_argument("--episodes", type=int, default=60, help="episodes per learning measurement (0: skip)")
     parser.add_argument("--block", type=int, default=10, help="episodes per reported block")
     parser.add_argument("--patience", type=int, default=100,
                         help="steps without success before the simulated human takes over (second measurement)")
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the robot's episodes")
     parser.add_argument("--compile", action="store_true", help="compile the learner's update (finetune_robot.py)")
     args = parser.parse_args(argv)
-    if args.episodes < 1 or args.block < 1 or args.utd < 1 or args.rate <= 0 or args.latency_episodes < 0:
-        parser.error("--episodes, --block and --utd must be at least 1, --rate positive, --latency-episodes >= 0")
+    if args.episodes < 0 or args.block < 1 or args.utd < 1 or args.rate <= 0 or args.latency_episodes < 0:
+        parser.error("--block and --utd must be at least 1, --rate positive, --episodes and --latency-episodes >= 0")
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"--out {args.out} is not empty: give a new folder (nothing is overwritten)")
     import visual_lps  # noqa: F401  (MUJOCO_GL before the simulator loads)
@@ -186,17 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args.compile = ["--compile"] if args.compile else []
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"checkpoint": str(args.checkpoint), "env": args.env, "utd": args.utd}
-    results["learning"] = {"policy alone": learning(args, "ft-policy", None)}
-    if not args.no_human:
-        results["learning"][f"human after {args.patience} steps"] = learning(args, "ft-human", args.patience)
-    print("\n| episodes | " + " | ".join(f"{name}: success (policy's own)" for name in results["learning"]) + " |")
-    print("| --- |" + " --- |" * len(results["learning"]))
-    for i, block in enumerate(next(iter(results["learning"].values()))["blocks"]):
-        cells = [f"{r['blocks'][i]['success']:.0%} ({r['blocks'][i]['own_success']:.0%})"
-                 for r in results["learning"].values()]
-        print(f"| {block['episodes']} | " + " | ".join(cells) + " |")
-    for name, result in results["learning"].items():
-        print(f"learner, {name}: {result['updates_per_second'] or float('nan'):.1f} updates/s")
+    if args.episodes:
+        report_learning(args, results)
     if args.latency_episodes:
         results["latency"] = {"serving alone": latency(args, training=False),
                               "learner training": latency(args, training=True)}
@@ -208,6 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"results: {args.out / 'results.json'}")
     return 0
+
+
+def report_learning(args: argparse.Namespace, results: dict) -> None:
+    results["learning"] = {"policy alone": learning(args, "ft-policy", None)}
+    if not args.no_human:
+        results["learning"][f"human after {args.patience} steps"] = learning(args, "ft-human", args.patience)
+    print("\n| episodes | " + " | ".join(f"{name}: success (policy's own)" for name in results["learning"]) + " |")
+    print("| --- |" + " --- |" * len(results["learning"]))
+    for i, block in enumerate(next(iter(results["learning"].values()))["blocks"]):
+        cells = [f"{r['blocks'][i]['success']:.0%} ({r['blocks'][i]['own_success']:.0%})"
+                 for r in results["learning"].values()]
+        print(f"| {block['episodes']} | " + " | ".join(cells) + " |")
+    for name, result in results["learning"].items():
+        print(f"learner, {name}: {result['updates_per_second'] or float('nan'):.1f} updates/s")
 
 
 if __name__ == "__main__" and (status := main()):
