@@ -151,56 +151,47 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
 
 
-def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
-    import torch
-    import torch.multiprocessing as mp
+class Refused(Exception):
+    """What stops the command before it serves: one `error:` line."""
+
+
+def starting_point(args: argparse.Namespace, out: Path):
+    """The checkpoint fine-tuning starts from (the trained run's, or with --resume the fine-tuning run's newest),
+    loaded, and the update count it holds."""
     import yaml
 
-    from visual_lps.data.robot_episodes import RobotEpisodeStore
-    from visual_lps.deploy.episode_recorder import EpisodeRecorder
-    from visual_lps.deploy.policy import Policy, resolve_device
-    from visual_lps.deploy.serving import PolicyServer
-    from visual_lps.deploy.swappable import SwappablePolicy
+    from visual_lps.deploy.policy import resolve_device
     from visual_lps.runs.checkpoints import latest_complete_checkpoint, load_agent
     from visual_lps.runs.folder import RUN_FILES
     from visual_lps.training.checkpointing import load_training_state
-    from visual_lps.training.robot_learner import (
-        EpisodeNote,
-        LearnerChannels,
-        LearnerSettings,
-        SharedWeights,
-        StopFlag,
-        learner_main,
-    )
 
     if args.resume:
         source, _ = latest_complete_checkpoint(out)
         if source is None:
-            print(f"error: --resume: {out / 'checkpoints'} holds no complete checkpoint", file=sys.stderr)
-            return 1
+            raise Refused(f"--resume: {out / 'checkpoints'} holds no complete checkpoint")
     else:
         held = [name for name in (*RUN_FILES, "robot") if (out / name).exists()]
         if held:
-            print(f"error: --out {out} already holds a run ({', '.join(held)}); continue its fine-tuning with "
-                  f"--resume, or give a new folder", file=sys.stderr)
-            return 1
+            raise Refused(f"--out {out} already holds a run ({', '.join(held)}); continue its fine-tuning with "
+                          f"--resume, or give a new folder")
         source = args.checkpoint
-    device = resolve_device(args.device)
     try:  # a damaged or foreign checkpoint is one line
-        loaded = load_agent(source, device)
+        loaded = load_agent(source, resolve_device(args.device))
         start_step, _ = load_training_state(loaded.path)
     except (ValueError, OSError, yaml.YAMLError) as e:
-        flag = "--resume" if args.resume else "--checkpoint"
-        print(f"error: {flag} {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+        raise Refused(f"{'--resume' if args.resume else '--checkpoint'} {' '.join(str(e).split())}") from None
+    return loaded, start_step
+
+
+def fine_tuning_config(args: argparse.Namespace, loaded, start_step: int, out: Path):
+    """The fine-tuning run's TrainConfig (its `steps`: the update count it started from) and its labels' reward
+    scheme and failure penalty."""
     cfg = loaded.train_cfg
     if args.dataset and cfg.task != "robot":
-        print(f"error: --dataset: the run trained on the {cfg.task} task, which reads its own data; --dataset "
-              f"replaces the offline file of --task robot runs", file=sys.stderr)
-        return 1
+        raise Refused(f"--dataset: the run trained on the {cfg.task} task, which reads its own data; --dataset "
+                      f"replaces the offline file of --task robot runs")
     if args.dataset and not Path(args.dataset).is_file():
-        print(f"error: --dataset {args.dataset}: no such file", file=sys.stderr)
-        return 1
+        raise Refused(f"--dataset {args.dataset}: no such file")
     dataset = args.dataset or cfg.dataset
     scheme, penalty = offline_labels(dataset if cfg.task == "robot" else None)
     scheme = args.rewards or scheme
@@ -210,14 +201,53 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
         overwrite=False, progress=False, online_steps=0, utd=args.utd, offline_ratio=args.offline_ratio,
         data_cache="ram", eval_episodes=0, save_every=args.save_every, log_every=args.log_every, keep_last=0,
         compile=args.compile)
-    torch.set_num_threads(1)  # serving: one chunk at a time; the cores are the learner's
-    policy = Policy(loaded.agent, device)
-    facts = {"run": out.name, "agent": cfg.agent, "task": cfg.task, "started_from": str(loaded.path)}
+    return train_cfg, scheme, penalty
+
+
+def metadata_of(loaded, policy, scheme: str) -> dict:
+    """What a client hears on connecting: as tools/serve_policy.py says it, and that this server fine-tunes."""
+    from visual_lps.cli.serve_policy import run_name
+    from visual_lps.deploy.serving import OBSERVATION_KEY
+    from visual_lps.observations import spec_to_yaml
+
+    cfg, spec = loaded.train_cfg, policy.obs_spec
+    return {"run": run_name(loaded.path), "checkpoint": loaded.path.name, "agent": cfg.agent, "task": cfg.task,
+            "horizon": policy.horizon, "action_dim": policy.action_dim, "frame_stack": policy.frame_stack,
+            "observation_spec": spec_to_yaml(spec) if isinstance(spec, dict) else {OBSERVATION_KEY: list(spec)},
+            "fine_tuning": True, "reward_scheme": scheme}
+
+
+def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
+    import torch
+    import torch.multiprocessing as mp
+
+    from visual_lps.data.robot_episodes import RobotEpisodeStore
+    from visual_lps.deploy.episode_recorder import EpisodeRecorder
+    from visual_lps.deploy.policy import Policy
+    from visual_lps.deploy.serving import PolicyServer
+    from visual_lps.deploy.swappable import SwappablePolicy
+    from visual_lps.training.robot_learner import (
+        EpisodeNote,
+        LearnerChannels,
+        LearnerSettings,
+        SharedWeights,
+        StopFlag,
+        learner_main,
+    )
+
     try:
-        store = RobotEpisodeStore(out, scheme, penalty, facts)
-    except ValueError as e:
-        print(f"error: --out {e}", file=sys.stderr)
+        loaded, start_step = starting_point(args, out)
+        train_cfg, scheme, penalty = fine_tuning_config(args, loaded, start_step, out)
+        facts = {"run": out.name, "agent": train_cfg.agent, "task": train_cfg.task, "started_from": str(loaded.path)}
+        try:
+            store = RobotEpisodeStore(out, scheme, penalty, facts)
+        except ValueError as e:
+            raise Refused(f"--out {e}") from None
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
+    torch.set_num_threads(1)  # serving: one chunk at a time; the cores are the learner's
+    policy = Policy(loaded.agent, args.device)
 
     context = mp.get_context("spawn")
     channels = LearnerChannels(SharedWeights(policy.agent.state_dict(), context, start_step), context.Queue(),
@@ -226,7 +256,8 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
                                args.learner_threads)
     learner = context.Process(target=learner_main, args=(settings, channels), name="robot-learner", daemon=True)
     learner.start()
-    print(f"starting the learner (loading {dataset or cfg.task + ' data'} and {loaded.path})", flush=True)
+    print(f"starting the learner (loading {train_cfg.dataset or train_cfg.task + ' data'} and {loaded.path})",
+          flush=True)
     try:
         status = wait_ready(learner, channels)
     except KeyboardInterrupt:  # Ctrl-C while the learner loads: nothing to save yet
@@ -241,8 +272,6 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
     print(status[1], flush=True)
     print(f"robot episodes -> {store.index} ({len(store)} stored; rewards by the '{scheme}' scheme)", flush=True)
 
-    served = SwappablePolicy(policy, start_step)
-
     def stored(episode) -> None:
         channels.episodes.put(EpisodeNote(str(episode.path), episode.label, episode.steps, episode.interventions,
                                           episode.trained_on))
@@ -250,17 +279,9 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
               f"{f', {episode.interventions:.0%} by a human' if episode.interventions else ''} -> "
               f"{episode.path.relative_to(out)}{'' if episode.trained_on else ' (not trained on)'}", flush=True)
 
+    served = SwappablePolicy(policy, start_step)
     recorder = EpisodeRecorder(store, policy.step_spec, policy.action_dim, stored)
-    spec = policy.obs_spec
-    from visual_lps.cli.serve_policy import run_name
-    from visual_lps.deploy.serving import OBSERVATION_KEY
-    from visual_lps.observations import spec_to_yaml
-
-    metadata = {"run": run_name(loaded.path), "checkpoint": loaded.path.name, "agent": cfg.agent, "task": cfg.task,
-                "horizon": policy.horizon, "action_dim": policy.action_dim, "frame_stack": policy.frame_stack,
-                "observation_spec": spec_to_yaml(spec) if isinstance(spec, dict) else {OBSERVATION_KEY: list(spec)},
-                "fine_tuning": True, "reward_scheme": scheme}
-    server = PolicyServer(served, metadata, token, recorder)
+    server = PolicyServer(served, metadata_of(loaded, policy, scheme), token, recorder)
     outcome = asyncio.run(serve(server, served, learner, channels, args.host, args.port))
     channels.stop.set()
     learner.join(STOP_TIMEOUT)
