@@ -208,6 +208,8 @@ def test_help_and_every_bad_flag_is_one_error_line(cube_run: Path, tmp_path: Pat
         (["--out", str(tmp_path / "a"), "--checkpoint", str(cube_run), "--resume"], "give --checkpoint"),
         (["--out", str(tmp_path / "a"), "--checkpoint", str(cube_run), "--host", "0.0.0.0"], "give --token-file"),
         (["--out", str(tmp_path / "a"), "--checkpoint", str(cube_run), "--port", "70000"], "a port is in"),
+        (["--out", str(tmp_path / "a"), "--checkpoint", str(cube_run), "--token-file", str(tmp_path / "none")],
+         "cannot read it"),
     ]
     for argv, message in bad:
         with pytest.raises(SystemExit) as exit_:
