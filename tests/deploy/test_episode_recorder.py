@@ -85,6 +85,9 @@ def test_episodes_are_bounded_and_a_client_that_leaves_mid_episode_leaves_it_inc
     assert 3 in served.recorder.episodes
     served.disconnected(4)  # a client that never reported: nothing to store
     assert len(stored) == 1
+    for client in range(10, 17):
+        ask(served, step(), client=client)
+    assert "8 episodes are in progress already" in ask(served, step(), client=17)
 
 
 def test_source_rewards_must_come_with_every_step_and_a_plain_server_takes_no_reports(robot_run: Path,

@@ -30,7 +30,9 @@ REPORT_KEY = "lps_report"
 REPORT_KINDS = ("step", "end")
 MAX_EPISODE_STEPS = 100_000
 """steps one episode may hold (about 2 hours at 15 Hz): a client that never ends its episodes cannot fill the
-learner's memory"""
+server's memory"""
+MAX_EPISODES_IN_PROGRESS = 8
+"""connections that may each have an episode in progress at once (robots, not a crowd of clients)"""
 
 
 class ReportError(ValueError):
@@ -96,6 +98,9 @@ class EpisodeRecorder:
         if reward is None and self.store.reward_scheme == "source":
             raise ReportError("'reward' missing: this server labels episodes with the robot's own rewards "
                               "(--rewards source), so every step must carry one")
+        if client not in self.episodes and len(self.episodes) >= MAX_EPISODES_IN_PROGRESS:
+            raise ReportError(f"{len(self.episodes)} episodes are in progress already, the most this server keeps "
+                              f"at once: end one first")
         episode = self.episodes.setdefault(client, RobotEpisode())
         if len(episode) >= self.max_episode_steps:
             raise ReportError(f"the episode already has {len(episode):,} steps, the most one may hold: end it")
