@@ -10,9 +10,10 @@ labels) and runs the simulated robot (`visual_lps.envs.simulated_robot`) through
   learner has made the updates it owes (`--utd` per step: the reference's "updates between episodes"); the
   success rate per block of `--block` episodes, without and (`--patience P`) with a simulated human who takes
   over after P steps without success (the policy's own successes are counted apart: those before any take-over);
-- latency (`--latency-episodes`, 0 to skip): episodes at `--rate` Hz while the learner trains flat out (it owes
-  more updates than the robot's steps pay for), the round trip of every chunk request and the missed control
-  periods; then the same robot against `tools/serve_policy.py` on the same checkpoint (no training).
+- latency (`--latency-episodes`, 0 to skip): episodes at `--rate` Hz against `tools/serve_policy.py` (no reports),
+  against the fine-tuning server with every episode discarded (the same traffic, the learner idle), and against it
+  while the learner trains flat out (it owes more updates than the robot's steps pay for): the round trips of
+  the chunk requests and the step reports, each control step's work, and the missed control periods.
 
 Prints one markdown table per measurement and writes them, with the raw figures, to OUT/results.json.
 """
@@ -117,42 +118,54 @@ def learning(args: argparse.Namespace, name: str, patience: int | None) -> dict:
                         "human_steps": float(np.mean([r["human_steps"] / r["steps"] for r in b]))} for b in blocks]}
 
 
-def latency(args: argparse.Namespace, training: bool) -> dict:
-    """Chunk round trips at `--rate` Hz, against a fine-tuning server whose learner trains flat out, or against
-    serve_policy.py."""
+LATENCY_SETTINGS = {
+    "serving alone (serve_policy.py)": "plain",
+    "fine-tuning server, learner idle": "idle",
+    "fine-tuning server, learner training": "training",
+}
+"""the three latency measurements: plain serving (no reports); the fine-tuning server with the same traffic but
+every episode discarded (stored, never trained on: the learner owes nothing); the learner training throughout"""
+
+
+def latency(args: argparse.Namespace, setting: str) -> dict:
+    """Chunk and report round trips, and missed periods, at `--rate` Hz in one of LATENCY_SETTINGS."""
     from visual_lps.deploy.serving import RobotClient
     from visual_lps.envs.simulated_robot import SimulatedRobot
 
-    name = "latency-training" if training else "latency-serving"
-    run = args.out / name
-    if training:  # --utd high enough that the learner never catches up: it trains throughout
+    run = args.out / f"latency-{setting}"
+    if setting == "plain":
+        command = ["tools/serve_policy.py", "--checkpoint", str(args.checkpoint)]
+    else:  # --utd high enough that a training learner never catches up: it trains throughout
         command = ["tools/finetune_robot.py", "--checkpoint", str(args.checkpoint), "--out", str(run), "--rewards",
                    "source", "--utd", "1000", "--save-every", "100000", "--log-every", "200",
                    "--learner-threads", str(args.learner_threads), *args.compile]
-    else:
-        command = ["tools/serve_policy.py", "--checkpoint", str(args.checkpoint)]
-    process, port = start(command, args.out / f"{name}.log")
-    seconds, late, periods, versions = [], 0, 0, set()
+    process, port = start(command, args.out / f"latency-{setting}.log")
+    chunks, reports, steps, late, versions = [], [], [], 0, set()
     try:
         with RobotClient(port=port) as client:
-            if training:  # one episode first, so that the learner has updates to make
+            if setting == "training":  # one episode first, so that the learner has updates to make
                 SimulatedRobot(client, args.env, args.sparse, max_episode_steps=20).run_episode(999_999)
             robot = SimulatedRobot(client, args.env, args.sparse, args.max_episode_steps, rate_hz=args.rate,
-                                   reports=training)
+                                   reports=setting != "plain")
             for episode in range(args.latency_episodes):
-                log = robot.run_episode(args.seed * 10_000 + 5_000 + episode)
-                seconds += log.chunk_seconds
+                log = robot.run_episode(args.seed * 10_000 + 5_000 + episode,
+                                        label_override="discard" if setting == "idle" else None)
+                chunks += log.chunk_seconds
+                reports += log.report_seconds
+                steps += log.step_seconds
                 late += log.late_periods
-                periods += len(log.actions)
                 versions |= set(log.versions)
             robot.close()
     finally:
         stop(process)
-    ms = 1000 * np.array(seconds)
-    result = {"chunks": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-              "max_ms": float(ms.max()), "periods": periods, "missed_periods": late,
+    ms = {name: 1000 * np.array(values) for name, values in (("chunk", chunks), ("report", reports),
+                                                              ("step", steps)) if values}
+    result = {"chunks": len(chunks), "periods": len(steps), "missed_periods": late,
               "weight_versions_seen": len(versions)}
-    if training:
+    for name, values in ms.items():
+        result |= {f"{name}_p50_ms": float(np.percentile(values, 50)), f"{name}_p99_ms": float(np.percentile(values, 99)),
+                   f"{name}_max_ms": float(values.max())}
+    if setting == "training":
         result["updates_per_second"] = updates_per_second(run)
     return result
 
@@ -189,13 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes:
         report_learning(args, results)
     if args.latency_episodes:
-        results["latency"] = {"serving alone": latency(args, training=False),
-                              "learner training": latency(args, training=True)}
-        print(f"\n| chunk round trip at {args.rate:g} Hz | p50 ms | p99 ms | max ms | missed periods | learner "
-              f"updates/s |\n| --- | --- | --- | --- | --- | --- |")
+        results["latency"] = {name: latency(args, setting) for name, setting in LATENCY_SETTINGS.items()}
+        print(f"\n| at {args.rate:g} Hz, ms | chunk p50 | chunk p99 | chunk max | report p50 | report p99 | step p99 | "
+              f"missed periods | learner updates/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, r in results["latency"].items():
-            print(f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['missed_periods']} of "
-                  f"{r['periods']} | {r.get('updates_per_second') or '-'} |")
+            cells = [f"{r[key]:.2f}" if key in r else "-" for key in
+                     ("chunk_p50_ms", "chunk_p99_ms", "chunk_max_ms", "report_p50_ms", "report_p99_ms", "step_p99_ms")]
+            rate = r.get("updates_per_second")
+            print(f"| {name} | " + " | ".join(cells) + f" | {r['missed_periods']} of {r['periods']} | "
+                  f"{'-' if rate is None else f'{rate:.1f}'} |")
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"results: {args.out / 'results.json'}")
     return 0

@@ -53,11 +53,14 @@ def test_robot_finetune_measures_blocks_of_episodes_and_the_chunk_latency(tiny_c
                        "--prior-hidden-dims", "32", "--critic-hidden-dims", "32", "--actor-hidden-dims", "32",
                        "--batch-size", "8", "--no-progress", "--no-compile", "--steps", "2", "--eval-episodes", "0"]))
     argv = ["bench/robot_finetune.py", "--checkpoint", str(run), "--out", str(tmp_path / "bench"), "--episodes", "2",
-            "--block", "1", "--no-human", "--max-episode-steps", "10", "--latency-episodes", "1", "--rate", "50"]
+            "--block", "1", "--no-human", "--max-episode-steps", "10", "--latency-episodes", "1", "--rate", "100"]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(REPO / "bench" / "robot_finetune.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "| 2-2 | " in out and "| serving alone | " in out and "| learner training | " in out
+    assert "| 2-2 | " in out and "| serving alone (serve_policy.py) | " in out and "learner training | " in out
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert [b["episodes"] for b in results["learning"]["policy alone"]["blocks"]] == ["1-1", "2-2"]
-    assert results["latency"]["learner training"]["chunks"] == 2  # 10 steps, chunks of 5
+    latency = results["latency"]
+    assert [latency[name]["chunks"] for name in latency] == [2, 2, 2]  # 10 steps, chunks of 5
+    assert "report_p99_ms" not in latency["serving alone (serve_policy.py)"]
+    assert latency["fine-tuning server, learner idle"]["periods"] == 10

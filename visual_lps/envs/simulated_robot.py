@@ -33,6 +33,10 @@ class RobotEpisodeLog:
     rewards: list[float] = field(default_factory=list)
     chunk_seconds: list[float] = field(default_factory=list)
     """round trips of the chunk requests, as the robot measured them"""
+    report_seconds: list[float] = field(default_factory=list)
+    """round trips of the step reports"""
+    step_seconds: list[float] = field(default_factory=list)
+    """each control step's work: the action (a chunk request when one is due), the simulator, the report"""
     late_periods: int = 0
     """control periods the robot overran (with a control rate)"""
     reply: dict = field(default_factory=dict)
@@ -114,6 +118,7 @@ class SimulatedRobot:
         next_tick = time.perf_counter()
         success, steps = False, 0
         while True:
+            started = time.perf_counter()
             human = self.human is not None and steps >= self.patience
             if human:
                 action, version = self.human(observation), -1
@@ -122,8 +127,11 @@ class SimulatedRobot:
                 version = self.versions.popleft()
             transition = self.env.step(action)
             if self.reports:
+                sent = time.perf_counter()
                 self.client.report_step(observation, action, intervention=human, policy_version=version,
                                         reward=transition.reward if self.report_rewards else None)
+                log.report_seconds.append(time.perf_counter() - sent)
+            log.step_seconds.append(time.perf_counter() - started)
             for values, value in ((log.observations, observation), (log.actions, action),
                                   (log.interventions, human), (log.versions, version),
                                   (log.rewards, transition.reward)):

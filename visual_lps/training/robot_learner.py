@@ -11,6 +11,7 @@ file. The learner tells the server that it is ready or why it stopped (a status 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
 import time
@@ -45,6 +46,9 @@ from visual_lps.training.trackers import finish_trackers
 
 POLL_SECONDS = 0.02
 """how often an idle learner looks for new episodes (and the server for new weights)"""
+LEARNER_NICENESS = 10
+"""the learner yields the CPU to the server (and a robot program on the same machine): training never delays a
+chunk, it only runs slower when the cores are busy"""
 PUBLISH_WAIT = 5.0
 """seconds the learner waits for the weights' lock before it tries again later"""
 
@@ -138,6 +142,7 @@ def learner_main(settings: LearnerSettings, channels: LearnerChannels) -> None:
     killed without a word); a checkpoint on the way out."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # the server stops us through `stop`, after its clients
         signal.signal(signum, signal.SIG_IGN)
+    os.nice(LEARNER_NICENESS)
     torch.set_num_threads(settings.threads)
     try:
         learner = RobotLearner(settings, channels)
