@@ -277,7 +277,8 @@ def finetune(args: argparse.Namespace, token: str | None, out: Path) -> int:
                                           episode.trained_on))
         print(f"episode {episode.index}: {episode.label}, {episode.steps} steps"
               f"{f', {episode.interventions:.0%} by a human' if episode.interventions else ''} -> "
-              f"{episode.path.relative_to(out)}{'' if episode.trained_on else ' (not trained on)'}", flush=True)
+              f"{episode.path.relative_to(out)}{'' if episode.trained_on else ' (not trained on)'}; serving the "
+              f"weights of update {served.version}", flush=True)
 
     served = SwappablePolicy(policy, start_step)
     recorder = EpisodeRecorder(store, policy.step_spec, policy.action_dim, stored)
