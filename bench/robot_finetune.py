@@ -1,7 +1,7 @@
 """Robot fine-tuning with a simulated robot (OGBench single-task, state): learning per block of episodes, the
 learner's speed, and the chunk latency the robot sees while the learner trains against serving alone.
 
-    python bench/robot_finetune.py --checkpoint runs/cube-single-task1-lps-s0 --episodes 60 --out runs/bench-robot
+    python bench/robot_finetune.py --checkpoint runs/cube-single-task1-lps-s0 --out runs/bench-robot --episodes 40 --compile
 
 It starts `tools/finetune_robot.py` from the checkpoint (`--rewards source`: the robot reports the task's own
 labels) and runs the simulated robot (`visual_lps.envs.simulated_robot`) through its server:
