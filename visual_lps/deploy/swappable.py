@@ -21,16 +21,12 @@ class SwappablePolicy:
         self.locks = [threading.Lock(), threading.Lock()]
         self.versions = [version, version]
         self.current = 0
-        self.horizon, self.action_dim, self.frame_stack = policy.horizon, policy.action_dim, policy.frame_stack
-        self.obs_spec, self.step_spec = policy.obs_spec, policy.step_spec
+        self.horizon, self.action_dim, self.obs_spec = policy.horizon, policy.action_dim, policy.obs_spec
 
     @property
     def version(self) -> int:
         """the version of the weights that serve now"""
         return self.versions[self.current]
-
-    def check(self, observation: Nested[np.ndarray]) -> Nested[np.ndarray]:
-        return self.slots[0].check(observation)
 
     def __call__(self, observation: Nested[np.ndarray]) -> tuple[np.ndarray, int]:
         """(chunk, version of the weights that chose it); errors as `Policy.__call__`."""
