@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Protocol
 
 import numpy as np
@@ -84,7 +83,7 @@ def run_finetuning(args: argparse.Namespace, client, robot: FakeRobot, operator)
     each episode's end labelled by the operator."""
     from collections import deque
 
-    from visual_lps.deploy.execution import ChunkExecutor
+    from visual_lps.deploy.execution import ChunkExecutor, ControlClock
 
     frame_stack = int(client.metadata.get("frame_stack", 1))
     stacked = frame_stack > 1
@@ -96,12 +95,13 @@ def run_finetuning(args: argparse.Namespace, client, robot: FakeRobot, operator)
         return reply["actions"]
 
     executor = ChunkExecutor(ask, args.execution, args.replan_every)
-    period, late, taken_over = 1.0 / args.rate, 0, 0
+    clock, taken_over = ControlClock(args.rate), 0
     for episode in range(args.episodes):
         executor.reset()
         observation = robot.observe()
         history = deque([observation] * frame_stack, maxlen=frame_stack)
-        next_tick, step = time.perf_counter(), 0
+        clock.restart()
+        step = 0
         while True:
             human = operator.human_action(observation)
             if human is None:
@@ -121,14 +121,9 @@ def run_finetuning(args: argparse.Namespace, client, robot: FakeRobot, operator)
                 print(f"episode {receipt['episode']}: {label}, {receipt['steps']} steps stored"
                       f"{'' if receipt['trained_on'] else ' (not trained on)'}; weights v{version['last']}")
                 break
-            next_tick += period
-            wait = next_tick - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            else:
-                late += 1
-                next_tick = time.perf_counter()
-    print(f"{args.episodes} episodes at {args.rate:g} Hz: {late} periods missed, {taken_over} steps by the human")
+            clock.wait()
+    print(f"{args.episodes} episodes at {args.rate:g} Hz: {clock.late} periods missed, {taken_over} steps by the "
+          f"human")
     return 0
 
 
@@ -157,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.steps < 1 or args.replan_every < 1:
         parser.error("--rate must be positive, --steps and --replan-every at least 1")
 
-    from visual_lps.deploy.execution import ChunkExecutor
+    from visual_lps.deploy.execution import ChunkExecutor, ControlClock
 
     if args.server:
         from visual_lps.deploy.serving import PolicyClient, RobotClient
@@ -187,18 +182,11 @@ def main(argv: list[str] | None = None) -> int:
 
     robot = FakeRobot(spec)
     executor = ChunkExecutor(ask, args.execution, args.replan_every)
-    period, late = 1.0 / args.rate, 0
-    next_tick = time.perf_counter()
+    clock = ControlClock(args.rate)
     for _ in range(args.steps):
         robot.apply(executor(robot.observe()))
-        next_tick += period
-        wait = next_tick - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        else:
-            late += 1
-            next_tick = time.perf_counter()  # do not try to catch up: a robot wants steady periods
-    print(f"{args.steps} steps at {args.rate:g} Hz ({args.execution}): {late} periods missed; "
+        clock.wait()
+    print(f"{args.steps} steps at {args.rate:g} Hz ({args.execution}): {clock.late} periods missed; "
           f"last action {np.round(robot.applied[-1], 3).tolist()}")
     return 0
 

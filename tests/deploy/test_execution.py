@@ -61,3 +61,20 @@ def test_reset_forgets_the_chunks_of_the_last_episode():
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ChunkExecutor(CountingPolicy(), **kwargs)
+
+
+def test_the_control_clock_keeps_periods_and_counts_the_overrun_ones():
+    import time
+
+    from visual_lps.deploy.execution import ControlClock
+
+    clock = ControlClock(100.0)
+    start = time.perf_counter()
+    for _ in range(3):
+        clock.wait()
+    assert 0.025 <= time.perf_counter() - start < 0.2 and clock.late == 0
+    time.sleep(0.03)  # a step that took three periods
+    clock.wait()
+    assert clock.late == 1
+    with pytest.raises(ValueError, match="control rate must be positive"):
+        ControlClock(0)

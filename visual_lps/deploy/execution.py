@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -56,3 +57,28 @@ class ChunkExecutor:
         predictions = np.stack([chunk[now - asked] for asked, chunk in self.chunks])
         weights = np.exp(-self.decay * np.arange(len(predictions)))
         return (weights[:, None] * predictions).sum(axis=0) / weights.sum()
+
+
+class ControlClock:
+    """Steady control periods for a robot loop: `wait()` at the end of each step sleeps to the next period; a step
+    that overran it counts as late and the clock restarts from now (a robot wants steady periods rather than a
+    burst of catching up)."""
+
+    def __init__(self, rate_hz: float):
+        if rate_hz <= 0:
+            raise ValueError(f"control rate must be positive, got {rate_hz}")
+        self.period, self.late = 1.0 / rate_hz, 0
+        self.restart()
+
+    def restart(self) -> None:
+        """Count periods from now (at an episode's start)."""
+        self.next_tick = time.perf_counter()
+
+    def wait(self) -> None:
+        self.next_tick += self.period
+        remaining = self.next_tick - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)
+        else:
+            self.late += 1
+            self.next_tick = time.perf_counter()

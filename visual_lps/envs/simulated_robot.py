@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from visual_lps.deploy.execution import ChunkExecutor
+from visual_lps.deploy.execution import ChunkExecutor, ControlClock
 from visual_lps.deploy.serving import OBSERVATION_KEY, RobotClient
 from visual_lps.envs.ogbench_env import OGBenchOnlineEnvironment
 
@@ -114,8 +114,7 @@ class SimulatedRobot:
         if self.human is not None:
             self.human.reset()
             self.human.seed = seed
-        period = None if self.rate_hz is None else 1.0 / self.rate_hz
-        next_tick = time.perf_counter()
+        clock = None if self.rate_hz is None else ControlClock(self.rate_hz)
         success, steps = False, 0
         while True:
             started = time.perf_counter()
@@ -142,14 +141,9 @@ class SimulatedRobot:
             success = transition.success
             if transition.done:
                 break
-            if period is not None:
-                next_tick += period
-                wait = next_tick - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                else:  # overran: a robot keeps steady periods rather than catching up
-                    log.late_periods += 1
-                    next_tick = time.perf_counter()
+            if clock is not None:
+                clock.wait()
+        log.late_periods = 0 if clock is None else clock.late
         log.label = label_override or ("success" if success else "failure")
         if self.reports:
             log.reply = self.client.end_episode(log.label, observation)
